@@ -1,0 +1,1 @@
+"""The producer: CLI, Python API, input loading, job submission and output."""

@@ -1,0 +1,1 @@
+"""Celery workers: the app, the score task and the provider clients."""
