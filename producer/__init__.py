@@ -1,1 +1,19 @@
-"""The producer: CLI, Python API, input loading, job submission and output."""
+"""The producer: CLI, Python API, input loading, job submission and output.
+
+The public Python API is ``score_pairs`` and the seed-compatible ``ParallelExecutor``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ParallelExecutor", "score_pairs"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `python -m producer.simulator` and `ibt worker` do not import the API stack.
+    if name in __all__:
+        from producer import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,109 @@
+"""The public Python API: ``score_pairs`` and the seed-compatible ``ParallelExecutor``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from producer import job as jobs
+from producer.inputs import Pair, validate_records
+from producer.local import LocalStack
+from workers.app import create_app
+from workers.errors import ConfigError
+from workers.models import ModelRegistry, ModelSpec
+from workers.settings import get_settings
+
+
+@dataclass
+class Session:
+    """Where a job runs: a broker app, and (embedded) a liveness check of local processes."""
+
+    app: Celery
+    embedded: bool
+    check_alive: jobs.Callable[[], None] | None = None
+
+
+def resolve_models(names: Sequence[str]) -> list[ModelSpec]:
+    return ModelRegistry.load(get_settings().models_file).resolve_all(names)
+
+
+def check_local_credentials(specs: Sequence[ModelSpec]) -> None:
+    """Embedded workers inherit this environment, so a missing key is known before submitting."""
+    settings = get_settings()
+    for spec in specs:
+        if not spec.simulated and not settings.secret(spec.key_env):
+            raise ConfigError(
+                f"{spec.key_env} is not set, so model '{spec.name}' cannot be called. Set it, "
+                "or try the simulated judges: -m simulated-openai -m simulated-anthropic",
+                source="environment",
+                field=spec.key_env,
+            )
+
+
+@contextmanager
+def session(specs: Sequence[ModelSpec], *, workers_per_model: int = 1) -> Iterator[Session]:
+    """A broker to submit to: ``IBT_BROKER_URL`` if set, else a fresh embedded stack."""
+    settings = get_settings()
+    if settings.broker_url:
+        yield Session(app=create_app(settings.broker_url, settings.result_backend), embedded=False)
+        return
+    check_local_credentials(specs)
+    with LocalStack(specs, workers_per_model=workers_per_model) as stack:
+        app = create_app(stack.broker_url)
+        try:
+            yield Session(app=app, embedded=True, check_alive=stack.check_alive)
+        finally:
+            app.pool.force_close_all()
+
+
+def score_pairs(
+    pairs: Iterable[Pair | dict[str, Any]],
+    models: Sequence[str],
+    *,
+    on_progress: jobs.ProgressCallback | None = None,
+) -> list[dict[str, Any]]:
+    """Score every pair with every model and return the documented list, in input order.
+
+    Pairs are validated before anything is enqueued (``InputError`` names the record).
+    """
+    items = list(pairs)
+    if all(isinstance(item, Pair) for item in items):
+        checked: list[Pair] = items  # type: ignore[assignment]
+    else:
+        checked = validate_records(
+            [
+                {"instruction": i.instruction, "generation": i.generation}
+                if isinstance(i, Pair)
+                else i
+                for i in items
+            ]
+        )
+    specs = resolve_models(models)
+    with session(specs) as current:
+        job = jobs.submit(current.app, checked, specs)
+        return jobs.wait(
+            current.app, job, on_progress=on_progress, check_alive=current.check_alive
+        ).results
+
+
+class ParallelExecutor:
+    """Drop-in for the seed's executor: ``set_models``, ``load_instructions``, ``await run()``."""
+
+    def __init__(self) -> None:
+        self.models: list[str] = []
+        self.pairs: list[Pair] = []
+
+    def set_models(self, models: Sequence[Any]) -> None:
+        self.models = [str(getattr(model, "value", model)) for model in models]
+        resolve_models(self.models)
+
+    def load_instructions(self, records: Iterable[Any]) -> None:
+        self.pairs.extend(validate_records(records))
+
+    async def run(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(score_pairs, list(self.pairs), self.models)

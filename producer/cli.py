@@ -1,0 +1,237 @@
+"""The ``ibt`` commands: parse arguments, call the API, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from producer import job as jobs
+from producer.api import resolve_models, session
+from producer.inputs import load_pairs
+from producer.output import write_results
+from producer.progress import LiveProgress, console, print_summary
+from workers.errors import IbtError, InputError
+from workers.models import COLLECT_QUEUE
+from workers.settings import get_settings
+
+DEMO_PAIRS = Path(__file__).parent / "examples" / "demo_pairs.jsonl"
+DEMO_REAL = {"OPENAI_API_KEY": "gpt-4o-mini", "ANTHROPIC_API_KEY": "claude-3-5-haiku-latest"}
+DEMO_SIMULATED = {"OPENAI_API_KEY": "simulated-openai", "ANTHROPIC_API_KEY": "simulated-anthropic"}
+
+
+def _apply_config_flags(args: argparse.Namespace) -> None:
+    """Flags override the matching variables; children (embedded workers) inherit them."""
+    for flag, variable in (("models_file", "IBT_MODELS_FILE"), ("prompt_file", "IBT_PROMPT_FILE")):
+        value = getattr(args, flag, None)
+        if value:
+            if not Path(value).is_file():
+                raise InputError("no such file", source=value, field=f"--{flag.replace('_', '-')}")
+            os.environ[variable] = str(Path(value).resolve())
+    get_settings.cache_clear()
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    pairs = load_pairs(args.input)
+    specs = resolve_models(args.model)
+    if args.no_wait and not get_settings().broker_url:
+        raise InputError(
+            "--no-wait needs a running cluster (set IBT_BROKER_URL); the embedded stack "
+            "lives only as long as this command",
+            source="--no-wait",
+        )
+    return _run(pairs, specs, args.output, no_wait=args.no_wait, quiet=args.quiet)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    names = [DEMO_REAL[env] if settings.secret(env) else DEMO_SIMULATED[env] for env in DEMO_REAL]
+    if any(name.startswith("simulated-") for name in names):
+        console.print(
+            "[bold yellow]No API key for some providers: using SIMULATED judges[/] "
+            "(a local server speaking the provider's wire format; scores are not real)."
+        )
+    return _run(load_pairs(str(DEMO_PAIRS)), resolve_models(names), args.output, quiet=False)
+
+
+def _run(pairs, specs, output: str | None, *, no_wait: bool = False, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    with session(specs) as current:
+        job = jobs.submit(current.app, pairs, specs)
+        console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
+        if no_wait:
+            print(job)
+            return 0
+        with LiveProgress(enabled=not quiet) as live:
+            result = jobs.wait(
+                current.app, job, on_progress=live.update, check_alive=current.check_alive
+            )
+    write_results(result.results, output)
+    if output not in (None, "-"):
+        console.print(f"wrote {len(result.results)} records to {output}")
+    print_summary(job, result.summary, time.monotonic() - started)
+    return 0
+
+
+def _remote_app():  # type: ignore[no-untyped-def]
+    from workers.app import create_app
+
+    settings = get_settings()
+    return create_app(settings.effective_broker_url, settings.result_backend)
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    app = _remote_app()
+    result = jobs.fetch(app, args.job)
+    if result is None:
+        from workers import jobstate
+
+        snapshot = jobstate.progress(jobstate.client_for_url(app.conf.result_backend), args.job)
+        if snapshot is None:
+            console.print(f"[red]job {args.job} is unknown to {app.conf.broker_url}[/]")
+            return 1
+        console.print(
+            f"job {args.job} is still {snapshot.status}: {snapshot.done}/{snapshot.total}"
+        )
+        return 3
+    write_results(result.results, args.output)
+    print_summary(args.job, result.summary)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from workers import jobstate
+
+    app = _remote_app()
+    client = jobstate.client_for_url(app.conf.result_backend)
+    snapshot = jobstate.progress(client, args.job)
+    if snapshot is None:
+        console.print(f"[red]job {args.job} is unknown to this broker[/]")
+        return 1
+    table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
+    for column in ("model", "done", "pending", "errors", "retries", "tokens in", "tokens out"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model in snapshot.models:
+        entry = snapshot.per_model[model]
+        table.add_row(
+            model,
+            str(entry.done),
+            str(snapshot.pairs - entry.done),
+            str(entry.errors),
+            str(entry.retries),
+            f"{entry.input_tokens:,}",
+            f"{entry.output_tokens:,}",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker for the models' queues with a thread pool sized from the registry."""
+    from workers.app import app
+
+    queues: list[str] = []
+    concurrency = args.concurrency
+    if args.model:
+        specs = resolve_models(args.model)
+        queues = [spec.queue for spec in specs]
+        concurrency = concurrency or sum(spec.concurrency for spec in specs)
+        name = "+".join(spec.queue.removeprefix("ibt.model.") for spec in specs)
+    elif not args.collect_only:
+        raise InputError("give -m MODEL (or --collect-only)", source="ibt worker")
+    else:
+        name = "collect"
+    if args.collect_only or not args.no_collect:
+        queues.append(COLLECT_QUEUE)
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency or 4),
+        "--hostname",
+        args.hostname or f"{name}@%h",
+        "--loglevel",
+        args.loglevel,
+        "--task-events",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from producer import simulator
+
+    return int(simulator.main(args.simulator_args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ibt", description="Score instruction/answer pairs with LLM judges on Celery."
+    )
+    parser.add_argument("--models-file", help="TOML file defining models (env IBT_MODELS_FILE)")
+    parser.add_argument("--prompt-file", help="judge prompt template (env IBT_PROMPT_FILE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score a file of pairs with one or more judge models")
+    score.add_argument("input", help="JSON array, JSON Lines or CSV file; - for stdin")
+    score.add_argument("-m", "--model", action="append", required=True, help="judge model (repeat)")
+    score.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
+    score.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    score.add_argument("-q", "--quiet", action="store_true", help="no live progress display")
+    score.set_defaults(func=cmd_score)
+
+    demo = sub.add_parser("demo", help="score the example pairs (simulated judges without keys)")
+    demo.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
+    demo.set_defaults(func=cmd_demo)
+
+    result = sub.add_parser("result", help="fetch a finished job's list")
+    result.add_argument("job")
+    result.add_argument("-o", "--output")
+    result.set_defaults(func=cmd_result)
+
+    status = sub.add_parser("status", help="show a job's progress per model")
+    status.add_argument("job")
+    status.set_defaults(func=cmd_status)
+
+    worker = sub.add_parser("worker", help="run a worker for one or more models' queues")
+    worker.add_argument("-m", "--model", action="append", help="model whose queue to serve")
+    worker.add_argument("-c", "--concurrency", type=int, help="threads (default: registry)")
+    worker.add_argument("--no-collect", action="store_true", help="do not serve the callback queue")
+    worker.add_argument("--collect-only", action="store_true", help="serve only the callback queue")
+    worker.add_argument("--hostname", help="Celery node name (default MODEL@HOST)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    sim = sub.add_parser("simulator", help="run the simulated provider server", add_help=False)
+    sim.add_argument("simulator_args", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _apply_config_flags(args)
+        return int(args.func(args))
+    except InputError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except IbtError as exc:
+        console.print(f"[bold red]failed:[/] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

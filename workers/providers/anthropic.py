@@ -1,0 +1,72 @@
+"""Anthropic Messages protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import httpx
+
+from workers.models import ModelSpec
+from workers.providers import Completion
+from workers.providers.classify import connection_error, from_status, timeout_error
+from workers.verdict_schema import VERDICT_SCHEMA, VERDICT_TOOL
+
+
+class AnthropicJudge:
+    """Calls ``messages.create``; SDK retries are off because retrying is ours."""
+
+    def __init__(self, spec: ModelSpec, *, api_key: str, base_url: str | None) -> None:
+        self.spec = spec
+        self.client = anthropic.Anthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=spec.timeout,
+            http_client=anthropic.DefaultHttpxClient(
+                limits=httpx.Limits(
+                    max_connections=spec.concurrency * 2,
+                    max_keepalive_connections=spec.concurrency,
+                )
+            ),
+        )
+
+    def complete(self, prompt: str) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": self.spec.max_tokens,
+            "temperature": self.spec.temperature,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+        if self.spec.structured:
+            # A forced tool call is Anthropic's way to get an object that follows a schema.
+            kwargs["tools"] = [
+                {
+                    "name": VERDICT_TOOL,
+                    "description": "Record the verdict: brief reasoning, then a score 1-5.",
+                    "input_schema": VERDICT_SCHEMA,
+                }
+            ]
+            kwargs["tool_choice"] = {"type": "tool", "name": VERDICT_TOOL}
+        try:
+            message = self.client.messages.create(**kwargs)
+        except anthropic.APITimeoutError as exc:
+            raise timeout_error(str(exc)) from None
+        except anthropic.APIConnectionError as exc:
+            raise connection_error(str(exc)) from None
+        except anthropic.APIStatusError as exc:
+            raise from_status(exc.status_code, exc.message, exc.response.headers) from None
+        text_parts: list[str] = []
+        structured: dict[str, Any] | None = None
+        for block in message.content:
+            if block.type == "text":
+                text_parts.append(block.text)
+            elif block.type == "tool_use" and isinstance(block.input, dict):
+                structured = dict(block.input)
+        usage = message.usage
+        return Completion(
+            text="".join(text_parts),
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            structured=structured,
+        )

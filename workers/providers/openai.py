@@ -1,0 +1,71 @@
+"""OpenAI Chat Completions protocol: OpenAI itself and any compatible server (vLLM, Ollama...)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+
+from workers.models import ModelSpec
+from workers.providers import Completion
+from workers.providers.classify import connection_error, from_status, timeout_error
+from workers.verdict_schema import VERDICT_SCHEMA
+
+
+class OpenAIJudge:
+    """Calls ``chat.completions.create``; SDK retries are off because retrying is ours."""
+
+    def __init__(self, spec: ModelSpec, *, api_key: str, base_url: str | None) -> None:
+        self.spec = spec
+        self.client = openai.OpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=spec.timeout,
+            http_client=openai.DefaultHttpxClient(
+                limits=httpx.Limits(
+                    max_connections=spec.concurrency * 2,
+                    max_keepalive_connections=spec.concurrency,
+                )
+            ),
+        )
+
+    def complete(self, prompt: str) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": self.spec.temperature,
+            "max_tokens": self.spec.max_tokens,
+        }
+        if self.spec.structured:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},
+            }
+        try:
+            response = self.client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError as exc:
+            raise timeout_error(str(exc)) from None
+        except openai.APIConnectionError as exc:
+            raise connection_error(str(exc)) from None
+        except openai.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            code = body.get("code") if isinstance(body.get("code"), str) else None
+            raise from_status(exc.status_code, exc.message, exc.response.headers, code) from None
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = response.usage
+        structured = None
+        if self.spec.structured:
+            try:
+                loaded = json.loads(text)
+                structured = loaded if isinstance(loaded, dict) else None
+            except ValueError:
+                structured = None
+        return Completion(
+            text=text,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            structured=structured,
+        )

@@ -1,0 +1,100 @@
+"""The shapes that cross processes: the task message and the result record, built in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from workers.errors import ProviderError
+from workers.parsing import Unparseable, Verdict
+
+OUTPUT_KEYS = ("reasoning", "score", "instruction", "generation", "model")
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One (pair, model) to judge: the whole task message. JSON-safe, no secrets."""
+
+    job: str
+    index: int
+    model: str
+    instruction: str
+    generation: str
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "index": self.index,
+            "model": self.model,
+            "instruction": self.instruction,
+            "generation": self.generation,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> ScoreRequest:
+        return cls(
+            job=str(message["job"]),
+            index=int(message["index"]),
+            model=str(message["model"]),
+            instruction=str(message["instruction"]),
+            generation=str(message["generation"]),
+        )
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.job, self.index, self.model)
+
+    def summary(self) -> str:
+        """What Flower and logs show instead of the texts."""
+        return f"job={self.job} pair={self.index} model={self.model}"
+
+
+def task_id(job: str, index: int, model: str) -> str:
+    """Deterministic identity of a (job, pair, model): redeliveries and retries share it."""
+    return f"ibt-{job}-{index}-{model}"
+
+
+def ok_record(request: ScoreRequest, verdict: Verdict) -> dict[str, Any]:
+    return {
+        "reasoning": verdict.reasoning,
+        "score": str(verdict.score),
+        "instruction": request.instruction,
+        "generation": request.generation,
+        "model": request.model,
+    }
+
+
+def error_record(
+    request: ScoreRequest, error: str, *, kind: str, raw: str | None = None
+) -> dict[str, Any]:
+    """An item that could not be scored: same keys plus ``error`` (and the raw reply)."""
+    record: dict[str, Any] = {
+        "reasoning": None,
+        "score": None,
+        "instruction": request.instruction,
+        "generation": request.generation,
+        "model": request.model,
+        "error": error,
+    }
+    if raw is not None:
+        record["raw"] = raw
+    record["_kind"] = kind
+    return record
+
+
+def unparseable_record(request: ScoreRequest, reply: Unparseable) -> dict[str, Any]:
+    return error_record(
+        request, f"unparseable reply: {reply.why}", kind="unparseable", raw=reply.raw
+    )
+
+
+def provider_error_record(
+    request: ScoreRequest, exc: ProviderError, attempts: int
+) -> dict[str, Any]:
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    return error_record(request, f"{exc.kind}: {exc.message}{tried}", kind=exc.kind)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as users see it: internal ``_`` keys removed."""
+    return {key: value for key, value in record.items() if not key.startswith("_")}
