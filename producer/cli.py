@@ -167,6 +167,43 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """Live workers per model queue, from Celery's broadcast inspect."""
+    from rich.table import Table
+
+    app = _remote_app()
+    inspect = app.control.inspect(timeout=args.timeout)
+    queues = inspect.active_queues() or {}
+    stats = inspect.stats() or {}
+    active = inspect.active() or {}
+    table = Table(title=f"workers on {app.conf.broker_url.split('@')[-1]}")
+    for column in ("queue", "worker", "threads", "running", "done"):
+        table.add_column(column, justify="left" if column in ("queue", "worker") else "right")
+    rows = []
+    for node, node_queues in queues.items():
+        info = stats.get(node, {})
+        threads = str(info.get("pool", {}).get("max-concurrency", "?"))
+        done = str(sum(info.get("total", {}).values()))
+        for queue in node_queues:
+            rows.append((queue["name"], node, threads, str(len(active.get(node, []))), done))
+    for row in sorted(rows):
+        table.add_row(*row)
+    console.print(table)
+    if not rows:
+        console.print("[yellow]no worker answered[/]")
+        return 1
+    return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    """Flower on our app (``celery -A workers flower`` works too)."""
+    from workers.app import app
+
+    argv = ["flower", f"--port={args.port}", *args.flower_args]
+    app.start(argv)
+    return 0
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     from producer import simulator
 
@@ -210,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--hostname", help="Celery node name (default MODEL@HOST)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    workers = sub.add_parser("workers", help="list live workers per model queue")
+    workers.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies")
+    workers.set_defaults(func=cmd_workers)
+
+    flower = sub.add_parser("flower", help="run Flower on the cluster (extra args go to flower)")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("flower_args", nargs=argparse.REMAINDER)
+    flower.set_defaults(func=cmd_flower)
 
     sim = sub.add_parser("simulator", help="run the simulated provider server", add_help=False)
     sim.add_argument("simulator_args", nargs=argparse.REMAINDER)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, chord
-from celery.result import AsyncResult
 
 from producer.inputs import Pair
 from workers import jobstate
@@ -120,20 +119,22 @@ def wait(
                 return result
         if snapshot.status == "failed":
             raise JobFailed(f"job {job} failed at submission")
-        callback = AsyncResult(collect_task_id(job), app=app)
-        if callback.state == "FAILURE":
-            raise JobFailed(f"job {job}: the collect callback failed: {callback.result!r}")
         if check_alive is not None:
             check_alive()
         time.sleep(poll_interval)
 
 
 def fetch(app: Celery, job: str) -> JobResult | None:
-    """The finished job's result, or None while it is still running."""
-    callback = AsyncResult(collect_task_id(job), app=app)
-    if not callback.ready():
+    """The finished job's result, or None while it is still running.
+
+    Reads the callback's stored meta directly: an ``AsyncResult`` would subscribe to its
+    channel and try to unsubscribe when garbage-collected, even after the broker is gone.
+    """
+    meta = app.backend.get_task_meta(collect_task_id(job))
+    state = meta.get("status")
+    if state == "FAILURE":
+        raise JobFailed(f"job {job}: the collect callback failed: {meta.get('result')!r}")
+    if state != "SUCCESS":
         return None
-    if callback.failed():
-        raise JobFailed(f"job {job}: the collect callback failed: {callback.result!r}")
-    payload = callback.get(follow_parents=False, propagate=True, timeout=30)
+    payload = meta["result"]
     return JobResult(job=job, results=payload["results"], summary=payload["summary"])

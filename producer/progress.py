@@ -21,6 +21,9 @@ from workers.jobstate import JobProgress
 from workers.models import SIMULATED
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    # Logs and CI captures are not 80 columns wide; don't wrap the summary table.
+    console = Console(stderr=True, width=160)
 
 
 def label(model: str) -> str:

@@ -42,7 +42,7 @@ class ModelSpec:
     concurrency: int = 64
     timeout: float = 60.0
     max_retries: int = 6
-    temperature: float = 0.0
+    temperature: float | None = None
     max_tokens: int = 512
     max_input_chars: int = 200_000
     rpm: int | None = None

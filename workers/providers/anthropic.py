@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 
 from workers.models import ModelSpec
 from workers.providers import Completion
@@ -24,7 +24,7 @@ class AnthropicJudge:
             max_retries=0,
             timeout=spec.timeout,
             http_client=anthropic.DefaultHttpxClient(
-                limits=httpx.Limits(
+                limits=httpx2.Limits(
                     max_connections=spec.concurrency * 2,
                     max_keepalive_connections=spec.concurrency,
                 )
@@ -35,9 +35,11 @@ class AnthropicJudge:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
             "max_tokens": self.spec.max_tokens,
-            "temperature": self.spec.temperature,
             "messages": [{"role": "user", "content": prompt}],
         }
+        if self.spec.temperature is not None:
+            # Not a named argument of this SDK version; the API still accepts it.
+            kwargs["extra_body"] = {"temperature": self.spec.temperature}
         if self.spec.structured:
             # A forced tool call is Anthropic's way to get an object that follows a schema.
             kwargs["tools"] = [

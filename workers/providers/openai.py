@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from workers.models import ModelSpec
 from workers.providers import Completion
 from workers.providers.classify import connection_error, from_status, timeout_error
 from workers.verdict_schema import VERDICT_SCHEMA
+
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
 class OpenAIJudge:
@@ -25,7 +27,7 @@ class OpenAIJudge:
             max_retries=0,
             timeout=spec.timeout,
             http_client=openai.DefaultHttpxClient(
-                limits=httpx.Limits(
+                limits=httpx2.Limits(
                     max_connections=spec.concurrency * 2,
                     max_keepalive_connections=spec.concurrency,
                 )
@@ -36,9 +38,14 @@ class OpenAIJudge:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
             "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.spec.temperature,
-            "max_tokens": self.spec.max_tokens,
         }
+        # OpenAI's reasoning models refuse max_tokens; compatible servers may not know the new name.
+        if self.spec.model.startswith(REASONING_PREFIXES):
+            kwargs["max_completion_tokens"] = self.spec.max_tokens
+        else:
+            kwargs["max_tokens"] = self.spec.max_tokens
+        if self.spec.temperature is not None:
+            kwargs["temperature"] = self.spec.temperature
         if self.spec.structured:
             kwargs["response_format"] = {
                 "type": "json_schema",

@@ -1,0 +1,462 @@
+"""A local fake LLM provider speaking the OpenAI and Anthropic wire formats.
+
+It judges deterministically (the score is a hash of model and pair), after a configurable
+latency, with optional faults, so the demo, the tests and the benchmarks run the very SDK
+code path production uses. Everything it answers is labelled as simulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_PAIR = re.compile(r"<instruction>\n?(.*?)\n?</instruction>.*<answer>\n?(.*?)\n?</answer>", re.S)
+_DIRECTIVE = re.compile(r"<<sim:([^>]*)>>")
+ERROR_TYPES = {
+    "openai": {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+        500: "server_error",
+        503: "server_error",
+        529: "server_error",
+    },
+    "anthropic": {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+        500: "api_error",
+        503: "api_error",
+        529: "overloaded_error",
+    },
+}
+
+
+def simulated_score(model: str, instruction: str, generation: str) -> int:
+    """The score the simulated judge gives: a stable hash, so tests can predict it."""
+    digest = hashlib.sha256(f"{model}\n{instruction}\n{generation}".encode()).hexdigest()
+    return 1 + int(digest, 16) % 5
+
+
+@dataclass
+class Knobs:
+    latency: float = 0.0
+    jitter: float = 0.0
+    seed: int = 0
+    fault_429: float = 0.0
+    fault_500: float = 0.0
+    fault_529: float = 0.0
+    fault_hang: float = 0.0
+    fault_malformed: float = 0.0
+    retry_after: float = 1.0
+    rpm: int = 0
+    api_key: str | None = None
+    structured: bool = True
+
+
+@dataclass
+class State:
+    knobs: Knobs
+    log: list[dict[str, Any]] = field(default_factory=list)
+    by_status: collections.Counter[int] = field(default_factory=collections.Counter)
+    attempts: collections.Counter[str] = field(default_factory=collections.Counter)
+    windows: dict[str, collections.deque[float]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.log.clear()
+        self.by_status.clear()
+        self.attempts.clear()
+        self.windows.clear()
+
+
+def _text_of(messages: Any) -> str:
+    parts: list[str] = []
+    for message in messages or []:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+def _directives(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for match in _DIRECTIVE.finditer(text):
+        for item in match.group(1).split(","):
+            key, _, value = item.strip().partition("=")
+            if key:
+                found[key] = value
+    return found
+
+
+def _error(protocol: str, status: int, message: str, headers: dict[str, str]) -> web.Response:
+    kind = ERROR_TYPES[protocol].get(status, "api_error")
+    if protocol == "openai":
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": kind, "param": None, "code": kind}
+        }
+    else:
+        body = {"type": "error", "error": {"type": kind, "message": message}}
+        headers = {**headers, "request-id": f"req_{uuid.uuid4().hex[:16]}"}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class Simulator:
+    def __init__(self, knobs: Knobs) -> None:
+        self.state = State(knobs)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.openai)
+        app.router.add_post("/v1/messages", self.anthropic)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_sim/stats", self.stats)
+        app.router.add_post("/_sim/reset", self.reset)
+        app.router.add_post("/_sim/config", self.config)
+        return app
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "simulated", "object": "model", "owned_by": "ibt"}]}
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        state = self.state
+        return web.json_response(
+            {
+                "requests": len(state.log),
+                "by_status": {str(k): v for k, v in state.by_status.items()},
+                "log": state.log,
+            }
+        )
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return web.json_response({"ok": True})
+
+    async def config(self, request: web.Request) -> web.Response:
+        changes = await request.json()
+        for key, value in changes.items():
+            if not hasattr(self.state.knobs, key):
+                return web.json_response({"error": f"unknown knob {key}"}, status=400)
+            setattr(self.state.knobs, key, value)
+        return web.json_response({"ok": True})
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai")
+
+    async def anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "anthropic")
+
+    async def _serve(self, request: web.Request, protocol: str) -> web.StreamResponse:
+        arrived = time.time()
+        knobs = self.state.knobs
+        body = await request.json()
+        model = str(body.get("model", ""))
+        text = _text_of(body.get("messages"))
+        pair = _PAIR.search(text)
+        instruction, generation = (pair.group(1), pair.group(2)) if pair else (text, "")
+        key = hashlib.sha1(f"{model}\n{instruction}\n{generation}".encode()).hexdigest()
+        attempt = self.state.attempts[key]
+        self.state.attempts[key] += 1
+        entry: dict[str, Any] = {"t": arrived, "protocol": protocol, "model": model, "key": key}
+        self.state.log.append(entry)
+
+        def finish(status: int) -> None:
+            entry["status"] = status
+            self.state.by_status[status] += 1
+
+        if knobs.api_key is not None:
+            # Anthropic's API takes x-api-key; newer SDKs send a bearer token instead.
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if protocol == "anthropic" and "x-api-key" in request.headers:
+                given = request.headers["x-api-key"]
+            if given != knobs.api_key:
+                finish(401)
+                return _error(protocol, 401, "invalid api key (simulated)", {})
+
+        wants_structured = (
+            protocol == "openai"
+            and isinstance(body.get("response_format"), dict)
+            and body["response_format"].get("type") in ("json_schema", "json_object")
+        ) or (
+            protocol == "anthropic"
+            and bool(body.get("tools"))
+            and isinstance(body.get("tool_choice"), dict)
+            and body["tool_choice"].get("type") == "tool"
+        )
+        if wants_structured and not knobs.structured:
+            finish(400)
+            return _error(protocol, 400, "structured output is not supported (simulated)", {})
+
+        directives = _directives(text)
+        times = directives.get("times")
+        if times is not None and attempt >= int(times or 0):
+            directives = {k: v for k, v in directives.items() if k in ("score", "latency")}
+        rng = random.Random(f"{knobs.seed}:{key}:{attempt}")
+
+        if knobs.rpm > 0:
+            window = self.state.windows.setdefault(model, collections.deque())
+            while window and window[0] <= arrived - 60:
+                window.popleft()
+            if len(window) >= knobs.rpm:
+                wait = max(1, math.ceil(window[0] + 60 - arrived))
+                finish(429)
+                return _error(
+                    protocol, 429, "rate limit exceeded (simulated)", {"Retry-After": str(wait)}
+                )
+            window.append(arrived)
+
+        if "hang" in directives or rng.random() < knobs.fault_hang:
+            finish(0)
+            await asyncio.sleep(600)
+            return web.Response(status=504)
+        status = int(directives["status"]) if "status" in directives else None
+        if status is None:
+            roll = rng.random()
+            for code, rate in (
+                (429, knobs.fault_429),
+                (500, knobs.fault_500),
+                (529, knobs.fault_529),
+            ):
+                if roll < rate:
+                    status = code
+                    break
+                roll -= rate
+        latency = float(directives.get("latency", knobs.latency))
+        if knobs.jitter:
+            latency += rng.uniform(0, knobs.jitter)
+        if status is not None:
+            headers: dict[str, str] = {}
+            retry_after = directives.get("retry_after")
+            if retry_after is None and status == 429:
+                retry_after = f"{knobs.retry_after:g}"
+            if retry_after is not None:
+                headers["Retry-After"] = retry_after
+            finish(status)
+            return _error(protocol, status, f"simulated error {status}", headers)
+        if latency > 0:
+            await asyncio.sleep(latency)
+
+        score: int | str = simulated_score(model, instruction, generation)
+        if "score" in directives:
+            score = directives["score"]
+        garble = "garble" in directives or rng.random() < knobs.fault_malformed
+        reasoning = (
+            f"Simulated judge {model}: a deterministic stand-in for a real review of this "
+            "answer, not a real judgement."
+        )
+        reply = (
+            "I am not sure how to rate this answer." if garble else f"{reasoning}\nScore: {score}"
+        )
+        in_tokens = max(1, len(text) // 4)
+        out_tokens = max(1, len(reply) // 4)
+        finish(200)
+        if protocol == "openai":
+            content = (
+                json.dumps({"reasoning": reasoning, "score": score}) if wants_structured else reply
+            )
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                    "object": "chat.completion",
+                    "created": int(arrived),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": in_tokens,
+                        "completion_tokens": out_tokens,
+                        "total_tokens": in_tokens + out_tokens,
+                    },
+                }
+            )
+        if wants_structured:
+            blocks: list[dict[str, Any]] = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": body["tool_choice"]["name"],
+                    "input": {"reasoning": reasoning, "score": score},
+                }
+            ]
+            stop_reason = "tool_use"
+        else:
+            blocks = [{"type": "text", "text": reply}]
+            stop_reason = "end_turn"
+        return web.json_response(
+            {
+                "id": f"msg_{uuid.uuid4().hex[:24]}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": blocks,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+            }
+        )
+
+
+def parse_args(argv: list[str] | None) -> tuple[str, int, Knobs]:
+    parser = argparse.ArgumentParser(prog="ibt simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    for name in ("429", "500", "529", "hang", "malformed"):
+        parser.add_argument(f"--fault-{name}", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--rpm", type=int, default=0)
+    parser.add_argument("--api-key")
+    parser.add_argument("--no-structured", action="store_true")
+    args = parser.parse_args(argv)
+    knobs = Knobs(
+        latency=args.latency,
+        jitter=args.jitter,
+        seed=args.seed,
+        fault_429=args.fault_429,
+        fault_500=args.fault_500,
+        fault_529=args.fault_529,
+        fault_hang=args.fault_hang,
+        fault_malformed=args.fault_malformed,
+        retry_after=args.retry_after,
+        rpm=args.rpm,
+        api_key=args.api_key,
+        structured=not args.no_structured,
+    )
+    return args.host, args.port, knobs
+
+
+async def serve(host: str, port: int, knobs: Knobs) -> None:
+    runner = web.AppRunner(Simulator(knobs).app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"listening on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    host, port, knobs = parse_args(argv)
+    asyncio.run(serve(host, port, knobs))
+    return 0
+
+
+class SimulatorProcess:
+    """The simulator as a child process (dies with its parent), with a small control API."""
+
+    def __init__(self, *, latency: float = 0.0, **knobs: Any) -> None:
+        self.argv = [sys.executable, "-m", "producer.simulator", "--latency", str(latency)]
+        for name, value in knobs.items():
+            flag = "--" + name.replace("_", "-")
+            if name == "structured":
+                if not value:
+                    self.argv.append("--no-structured")
+            elif value is not None:
+                self.argv += [flag, str(value)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15.0) -> None:
+        from producer.processes import spawn
+
+        self.process = spawn(self.argv, stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line.startswith(b"listening on "):
+                self.url = line.decode().split()[-1]
+                return
+            if not line and self.process.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"simulator did not start: {line!r}")
+
+    def stop(self) -> None:
+        from producer.processes import stop
+
+        if self.process is not None:
+            stop(self.process)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+
+    def __enter__(self) -> SimulatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    def _call(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("/_sim/stats"))
+
+    def reset(self) -> None:
+        self._call("/_sim/reset", {})
+
+    def configure(self, **knobs: Any) -> None:
+        self._call("/_sim/config", knobs)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
