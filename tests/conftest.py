@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from producer.simulator import SimulatorProcess
 
 from producer.local import ValkeyProcess, worker_argv
 from producer.processes import child_env, spawn, stop, tail
+from producer.simulator import SimulatorProcess
 from workers.app import create_app
 
 TEST_KEY = "sk-ibt-test-0123456789abcdef"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from producer.simulator import SimulatorProcess, simulated_score
 
+from producer.simulator import SimulatorProcess, simulated_score
 from tests.conftest import TEST_KEY, Cluster
 
 pytestmark = pytest.mark.timeout(180)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from producer.inputs import Pair
-from producer.simulator import simulated_score
 
 from producer import job as jobs
+from producer.inputs import Pair
+from producer.simulator import simulated_score
 from tests.conftest import ANTHROPIC_MODEL, OPENAI_MODEL, TEST_KEY, Cluster
 from workers.models import ModelRegistry
 

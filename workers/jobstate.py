@@ -77,7 +77,7 @@ def register(
     extra: dict[str, Any],
 ) -> None:
     """Record a new job before its first task is sent."""
-    mapping = {
+    mapping: dict[str, Any] = {
         "status": "submitting",
         "models": json.dumps(models),
         "pairs": pairs,
@@ -86,14 +86,14 @@ def register(
         **{key: json.dumps(value) for key, value in extra.items()},
     }
     with client.pipeline() as pipe:
-        pipe.hset(meta_key(job), mapping=mapping)
+        pipe.hset(meta_key(job), mapping=mapping)  # type: ignore[arg-type]
         pipe.expire(meta_key(job), expires)
         pipe.execute()
 
 
 def set_status(client: redis.Redis, job: str, status: str, **fields: Any) -> None:
     mapping: dict[str, Any] = {"status": status, **fields}
-    client.hset(meta_key(job), mapping=mapping)
+    client.hset(meta_key(job), mapping=mapping)  # type: ignore[arg-type]
 
 
 def record_outcome(

@@ -201,13 +201,16 @@ def _spec_from_table(
             raise error(key, f"must be {expected[0].__name__}, got boolean")
         if not isinstance(value, expected):
             raise error(key, f"must be {expected[0].__name__}, got {type(value).__name__}")
-        if key in _POSITIVE and value <= 0:
-            raise error(key, "must be positive")
-        if key in ("max_retries",) and value < 0:
-            raise error(key, "must be zero or more")
-        if key == "temperature" and not 0 <= value <= 2:
-            raise error(key, "must be between 0 and 2")
-        values[key] = float(value) if expected == (int, float) else value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if key in _POSITIVE and value <= 0:
+                raise error(key, "must be positive")
+            if key == "max_retries" and value < 0:
+                raise error(key, "must be zero or more")
+            if key == "temperature" and not 0 <= value <= 2:
+                raise error(key, "must be between 0 and 2")
+            if expected == (int, float):
+                value = float(value)
+        values[key] = value
     provider = values.pop("provider", None)
     if provider is None:
         if name.startswith(OPENAI_PREFIXES):

@@ -24,9 +24,7 @@ _SCORE_LINE = re.compile(
     re.IGNORECASE,
 )
 _BARE_FRACTION = re.compile(r"^[\s*_`]*(?P<num>\d+)\s*/\s*5[\s*_`.]*$")
-_VALUE = re.compile(
-    r"^[\[(]?\s*(?P<num>-?\d+(?:\.\d+)?)\s*[\])]?\s*(?P<rest>.*)$", re.DOTALL
-)
+_VALUE = re.compile(r"^[\[(]?\s*(?P<num>-?\d+(?:\.\d+)?)\s*[\])]?\s*(?P<rest>.*)$", re.DOTALL)
 _DENOM = re.compile(r"^(?:/\s*(?P<d1>\d+)|out\s+of\s+(?P<d2>\d+))", re.IGNORECASE)
 _ALTERNATIVE = re.compile(r"^(?:-|–|or|to|and|/)\s*\d", re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
@@ -122,7 +120,11 @@ def _parse_json(text: str) -> Verdict | Unparseable | None:
             continue
         if isinstance(data, dict) and "score" in data:
             verdict = parse_structured(data)
-            return Unparseable(raw=text, why=verdict.why) if isinstance(verdict, Unparseable) else verdict
+            return (
+                Unparseable(raw=text, why=verdict.why)
+                if isinstance(verdict, Unparseable)
+                else verdict
+            )
     return None
 
 
