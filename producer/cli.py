@@ -43,7 +43,34 @@ def cmd_score(args: argparse.Namespace) -> int:
             "lives only as long as this command",
             source="--no-wait",
         )
-    return _run(pairs, specs, args.output, no_wait=args.no_wait, quiet=args.quiet)
+    if args.resume:
+        _check_resume(args.resume, pairs, specs)
+    return _run(
+        pairs,
+        specs,
+        args.output,
+        no_wait=args.no_wait,
+        quiet=args.quiet,
+        use_cache=not args.no_cache,
+    )
+
+
+def _check_resume(job: str, pairs, specs) -> None:  # type: ignore[no-untyped-def]
+    """--resume JOB: the same input and models as JOB; the cache then skips what JOB finished."""
+    from workers import jobstate
+
+    if not get_settings().broker_url:
+        return  # embedded: the job's broker is gone with it; its cached verdicts remain
+    client = jobstate.client_for_url(_remote_app().conf.result_backend)
+    snapshot = jobstate.progress(client, job)
+    if snapshot is None:
+        raise InputError(f"job {job} is unknown to this broker (or expired)", source="--resume")
+    if snapshot.pairs != len(pairs) or snapshot.models != [s.name for s in specs]:
+        raise InputError(
+            f"job {job} had {snapshot.pairs} pairs x {snapshot.models}; this input has "
+            f"{len(pairs)} pairs x {[s.name for s in specs]}",
+            source="--resume",
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -57,10 +84,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run(load_pairs(str(DEMO_PAIRS)), resolve_models(names), args.output, quiet=False)
 
 
-def _run(pairs, specs, output: str | None, *, no_wait: bool = False, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+def _run(  # type: ignore[no-untyped-def]
+    pairs, specs, output: str | None, *, no_wait: bool = False, quiet: bool, use_cache: bool = True
+) -> int:
     started = time.monotonic()
     with session(specs) as current:
-        job = jobs.submit(current.app, pairs, specs)
+        job = jobs.submit(current.app, pairs, specs, use_cache=use_cache)
         console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
         if no_wait:
             print(job)
@@ -121,7 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(
             model,
             str(entry.done),
-            str(snapshot.pairs - entry.done),
+            str(snapshot.unique - entry.done),
             str(entry.errors),
             str(entry.retries),
             f"{entry.input_tokens:,}",
@@ -204,6 +233,18 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from producer.report import run_report
+
+    return run_report(args.results, args.png, args.prices or get_settings().models_file)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from producer.curate import run_select
+
+    return run_select(args.results, min_score=args.min_score, agg=args.agg, output=args.output)
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     from producer import simulator
 
@@ -224,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
     score.add_argument("--no-wait", action="store_true", help="print the job id and return")
     score.add_argument("-q", "--quiet", action="store_true", help="no live progress display")
+    score.add_argument(
+        "--no-cache", action="store_true", help="call the provider even for cached verdicts"
+    )
+    score.add_argument(
+        "--resume", metavar="JOB", help="finish an interrupted job: only missing items are paid"
+    )
     score.set_defaults(func=cmd_score)
 
     demo = sub.add_parser("demo", help="score the example pairs (simulated judges without keys)")
@@ -247,6 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--hostname", help="Celery node name (default MODEL@HOST)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    report = sub.add_parser("report", help="statistics and agreement of a results file")
+    report.add_argument("results", help="a .json or .jsonl written by ibt score")
+    report.add_argument("--png", metavar="DIR", help="also write plots to DIR")
+    report.add_argument("--prices", help="TOML with per-model prices (default: models file)")
+    report.set_defaults(func=cmd_report)
+
+    select = sub.add_parser("select", help="keep the pairs the judges scored high enough")
+    select.add_argument("results", help="a .json or .jsonl written by ibt score")
+    select.add_argument("--min-score", type=int, required=True, choices=range(1, 6))
+    select.add_argument("--agg", choices=["mean", "median", "min", "all"], default="mean")
+    select.add_argument("-o", "--output", help="curated .jsonl or .json (default: stdout)")
+    select.set_defaults(func=cmd_select)
 
     workers = sub.add_parser("workers", help="list live workers per model queue")
     workers.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,7 +39,12 @@ def collect_task_id(job: str) -> str:
 
 
 def submit(
-    app: Celery, pairs: Sequence[Pair], specs: Sequence[ModelSpec], *, job: str | None = None
+    app: Celery,
+    pairs: Sequence[Pair],
+    specs: Sequence[ModelSpec],
+    *,
+    job: str | None = None,
+    use_cache: bool = True,
 ) -> str:
     """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
 
@@ -49,18 +55,27 @@ def submit(
     settings = get_settings()
     client = jobstate.client_for_url(app.conf.result_backend)
     models = [spec.name for spec in specs]
+    # Identical pairs are judged once per model; the callback copies the verdict to every row.
+    first_row: dict[Pair, int] = {}
+    rows = [first_row.setdefault(pair, row) for row, pair in enumerate(pairs)]
     jobstate.register(
         client,
         job,
         models=models,
         pairs=len(pairs),
+        unique=len(first_row),
         expires=settings.result_expires,
         extra={"collect_id": collect_task_id(job)},
     )
+    if len(first_row) < len(pairs):
+        client.set(jobstate.rows_key(job), json.dumps(rows), ex=settings.result_expires)
     header = []
-    for index, pair in enumerate(pairs):
+    for index in first_row.values():
+        pair = pairs[index]
         for spec in specs:
-            request = ScoreRequest(job, index, spec.name, pair.instruction, pair.generation)
+            request = ScoreRequest(
+                job, index, spec.name, pair.instruction, pair.generation, use_cache=use_cache
+            )
             header.append(
                 app.signature(
                     "ibt.score",

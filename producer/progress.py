@@ -62,7 +62,7 @@ class LiveProgress:
             entry = snapshot.per_model[model]
             if model not in self.tasks:
                 self.tasks[model] = self.progress.add_task(
-                    label(model), total=snapshot.pairs, errors=0, retries=0, rate=0.0
+                    label(model), total=snapshot.unique, errors=0, retries=0, rate=0.0
                 )
             self.progress.update(
                 self.tasks[model],

@@ -31,6 +31,11 @@ def stats_key(job: str) -> str:
     return f"{PREFIX}{job}:stats"
 
 
+def rows_key(job: str) -> str:
+    """Row → first row with the same pair; present only when the input has duplicates."""
+    return f"{PREFIX}{job}:rows"
+
+
 def client_for_url(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
@@ -54,6 +59,7 @@ class JobProgress:
     total: int
     models: list[str]
     pairs: int
+    unique: int
     created: float
     finished: float | None
     per_model: dict[str, ModelProgress] = field(default_factory=dict)
@@ -73,6 +79,7 @@ def register(
     *,
     models: list[str],
     pairs: int,
+    unique: int,
     expires: int,
     extra: dict[str, Any],
 ) -> None:
@@ -81,7 +88,8 @@ def register(
         "status": "submitting",
         "models": json.dumps(models),
         "pairs": pairs,
-        "total": pairs * len(models),
+        "unique": unique,
+        "total": unique * len(models),
         "created": time.time(),
         **{key: json.dumps(value) for key, value in extra.items()},
     }
@@ -158,6 +166,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
         total=int(meta.get("total", 0)),
         models=models,
         pairs=int(meta.get("pairs", 0)),
+        unique=int(meta.get("unique", meta.get("pairs", 0))),
         created=float(meta.get("created", 0)),
         finished=float(finished) if finished else None,
         per_model=per_model,

@@ -49,6 +49,9 @@ class ModelSpec:
     tpm: int | None = None
     structured: bool = False
     simulated: bool = False
+    # Prices per million tokens, for ``ibt report``'s cost column; not used when judging.
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
 
     @property
     def queue(self) -> str:
@@ -82,8 +85,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "rpm": (int,),
     "tpm": (int,),
     "structured": (bool,),
+    "input_price_per_mtok": (int, float),
+    "output_price_per_mtok": (int, float),
 }
 _POSITIVE = {"concurrency", "timeout", "max_tokens", "max_input_chars", "rpm", "tpm"}
+_NON_NEGATIVE = {"max_retries", "input_price_per_mtok", "output_price_per_mtok"}
 _SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
 
 
@@ -204,7 +210,7 @@ def _spec_from_table(
         if isinstance(value, int | float) and not isinstance(value, bool):
             if key in _POSITIVE and value <= 0:
                 raise error(key, "must be positive")
-            if key == "max_retries" and value < 0:
+            if key in _NON_NEGATIVE and value < 0:
                 raise error(key, "must be zero or more")
             if key == "temperature" and not 0 <= value <= 2:
                 raise error(key, "must be between 0 and 2")

@@ -20,15 +20,27 @@ class ScoreRequest:
     model: str
     instruction: str
     generation: str
+    use_cache: bool = True
+    # Provider attempts made so far, and waits on another task's claim: carried in the
+    # message so a retry knows its history whatever Celery's own retry counter says.
+    attempt: int = 0
+    waits: int = 0
 
     def to_message(self) -> dict[str, Any]:
-        return {
+        message: dict[str, Any] = {
             "job": self.job,
             "index": self.index,
             "model": self.model,
             "instruction": self.instruction,
             "generation": self.generation,
         }
+        if not self.use_cache:
+            message["cache"] = False
+        if self.attempt:
+            message["attempt"] = self.attempt
+        if self.waits:
+            message["waits"] = self.waits
+        return message
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> ScoreRequest:
@@ -38,6 +50,9 @@ class ScoreRequest:
             model=str(message["model"]),
             instruction=str(message["instruction"]),
             generation=str(message["generation"]),
+            use_cache=bool(message.get("cache", True)),
+            attempt=int(message.get("attempt", 0)),
+            waits=int(message.get("waits", 0)),
         )
 
     @property

@@ -50,6 +50,12 @@ class Settings:
     )
     # How long job state and results stay in Redis (seconds); default one week.
     result_expires: int = field(default_factory=lambda: _int("IBT_RESULT_EXPIRES", 7 * 86400))
+    # How long a verdict stays in the result cache (seconds); default 30 days.
+    cache_ttl: int = field(default_factory=lambda: _int("IBT_CACHE_TTL", 30 * 86400))
+    # Where the embedded stack keeps its Valkey data (and so the cache) between runs.
+    home: str = field(
+        default_factory=lambda: _str("IBT_HOME") or os.path.expanduser("~/.cache/ibt")
+    )
     # Retry backoff: base * 2**attempt with full jitter, capped; a provider's Retry-After wins.
     retry_backoff_base: float = field(default_factory=lambda: _float("IBT_RETRY_BACKOFF", 1.0))
     retry_backoff_max: float = field(default_factory=lambda: _float("IBT_RETRY_BACKOFF_MAX", 120.0))

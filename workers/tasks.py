@@ -5,24 +5,34 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import cache
+from dataclasses import replace
+from functools import cache as memoize
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry
 
-from workers import jobstate
+from workers import cache, jobstate
 from workers.app import app
 from workers.errors import ConfigError, ProviderError
 from workers.judge import judge
 from workers.models import ModelRegistry
-from workers.records import ScoreRequest, error_record, provider_error_record, public
+from workers.parsing import Verdict
+from workers.providers import credentials
+from workers.records import (
+    ScoreRequest,
+    error_record,
+    ok_record,
+    provider_error_record,
+    public,
+)
 from workers.retry import retry_delay
 from workers.settings import get_settings
 
 log = logging.getLogger("ibt.worker")
 
 
-@cache
+@memoize
 def registry() -> ModelRegistry:
     return ModelRegistry.load(get_settings().models_file)
 
@@ -31,39 +41,87 @@ def _redis() -> Any:
     return app.backend.client  # the result backend's pooled connection
 
 
-@app.task(name="ibt.score", bind=True, acks_late=True)
+# How often a task waits (2 s each) for another task that holds the claim on the same
+# verdict before going ahead itself; covers a claim left by a worker that died mid-call.
+CLAIM_WAIT_SECONDS = 2.0
+
+
+@app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None)
 def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Judge one (pair, model). Never raises: every outcome is a record the chord collects."""
     settings = get_settings()
     request = ScoreRequest.from_message(message)
-    attempt = self.request.retries
     started = time.monotonic()
+    client = _redis()
+    owner = self.request.id or request.task_id
+    record: dict[str, Any] | None = None
+    key: str | None = None
     try:
         spec = registry().resolve(request.model)
+        if request.use_cache:
+            key = cache.cache_key(
+                spec,
+                credentials(spec)[1],
+                request.instruction,
+                request.generation,
+                settings.prompt_file,
+            )
+            hit = cache.get(client, key)
+            if hit is not None:
+                record = cached_record(request, hit)
+            elif not cache.claim(client, key, owner, spec.timeout + 30):
+                max_waits = int((spec.timeout + 30) / CLAIM_WAIT_SECONDS) + 1
+                if request.waits < max_waits:
+                    waiting = replace(request, waits=request.waits + 1)
+                    raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
+        if record is None:
+            record = judge(request, spec)
+            if key is not None and "error" not in record:
+                cache.put(client, key, cache_value(record), settings.cache_ttl)
     except ConfigError as exc:
         record = error_record(request, f"config: {exc}", kind="config")
-    else:
-        try:
-            record = judge(request, spec)
-        except ProviderError as exc:
-            if exc.retryable and attempt < spec.max_retries:
-                delay = retry_delay(
-                    attempt,
-                    exc.retry_after,
-                    base=settings.retry_backoff_base,
-                    cap=settings.retry_backoff_max,
-                )
-                # A retry is re-published with an ETA and held unacknowledged until then; it
-                # must come due well inside the visibility timeout or Redis redelivers it.
-                delay = min(delay, max(1.0, 0.8 * settings.visibility_timeout - spec.timeout))
-                jobstate.record_retry(_redis(), request.job, request.model, settings.result_expires)
-                raise self.retry(countdown=delay, max_retries=spec.max_retries) from None
-            record = provider_error_record(request, exc, attempt + 1)
-        except Exception as exc:  # a bug here must cost one record, not the whole job
-            log.exception("internal error judging %s", request.summary())
-            record = error_record(request, f"internal: {exc!r}", kind="internal")
+    except ProviderError as exc:
+        if exc.retryable and request.attempt < spec.max_retries:
+            delay = retry_delay(
+                request.attempt,
+                exc.retry_after,
+                base=settings.retry_backoff_base,
+                cap=settings.retry_backoff_max,
+            )
+            # A retry is re-published with an ETA and held unacknowledged until then; it
+            # must come due well inside the visibility timeout or Redis redelivers it.
+            delay = min(delay, max(1.0, 0.8 * settings.visibility_timeout - spec.timeout))
+            jobstate.record_retry(client, request.job, request.model, settings.result_expires)
+            if key is not None:
+                cache.release(client, key, owner)
+            again = replace(request, attempt=request.attempt + 1)
+            raise self.retry(args=(again.to_message(),), countdown=delay) from None
+        record = provider_error_record(request, exc, request.attempt + 1)
+    except Retry:
+        raise
+    except Exception as exc:  # a bug here must cost one record, not the whole job
+        log.exception("internal error judging %s", request.summary())
+        record = error_record(request, f"internal: {exc!r}", kind="internal")
+    if key is not None:
+        cache.release(client, key, owner)
+    return finish(request, record, started)
+
+
+def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:
+    record = ok_record(request, Verdict(score=int(hit["score"]), reasoning=hit["reasoning"]))
+    record["_cached"] = True
+    return record
+
+
+def cache_value(record: dict[str, Any]) -> dict[str, Any]:
+    return {"score": record["score"], "reasoning": record["reasoning"]}
+
+
+def finish(request: ScoreRequest, record: dict[str, Any], started: float) -> dict[str, Any]:
+    """Count the outcome once in the job state, log one line, and return the record."""
+    settings = get_settings()
     record["_i"] = request.index
-    record["_attempts"] = attempt + 1
+    record["_attempts"] = request.attempt + (0 if record.get("_cached") else 1)
     tokens = record.get("_tokens") or [0, 0]
     jobstate.record_outcome(
         _redis(),
@@ -83,10 +141,11 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
                 "job": request.job,
                 "pair": request.index,
                 "model": request.model,
-                "attempts": attempt + 1,
+                "attempts": record["_attempts"],
                 "latency_ms": round((time.monotonic() - started) * 1000, 1),
                 "tokens_in": tokens[0],
                 "tokens_out": tokens[1],
+                "cached": bool(record.get("_cached")),
                 "outcome": record.get("_kind", "ok"),
             }
         )
@@ -98,16 +157,40 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
 def collect(
     self: Task, records: list[dict[str, Any]], job: str, models: list[str]
 ) -> dict[str, Any]:
-    """Chord callback: the documented list in input order, and the run summary."""
-    position = {name: i for i, name in enumerate(models)}
-    unique: dict[tuple[int, str], dict[str, Any]] = {}
+    """Chord callback: the documented list in input order, and the run summary.
+
+    Records are keyed by (pair, model), so a duplicate delivery cannot add a row; rows whose
+    pair repeats an earlier one get a copy of that pair's verdict.
+    """
+    by_item: dict[tuple[int, str], dict[str, Any]] = {}
     for record in records:
-        unique.setdefault((int(record["_i"]), record["model"]), record)
-    ordered = sorted(unique.items(), key=lambda item: (item[0][0], position.get(item[0][1], 0)))
-    summary = summarize([record for _, record in ordered], models)
+        by_item.setdefault((int(record["_i"]), record["model"]), record)
     client = _redis()
+    raw_rows = client.get(jobstate.rows_key(job))
+    rows: list[int] = json.loads(raw_rows) if raw_rows else sorted({i for i, _ in by_item})
+    results = []
+    for row, first in enumerate(rows):
+        for model in models:
+            found = by_item.get((first, model))
+            # A complete chord always has the record; never drop a row silently all the same.
+            record = (
+                found
+                if found is not None
+                else {
+                    "reasoning": None,
+                    "score": None,
+                    "instruction": None,
+                    "generation": None,
+                    "model": model,
+                    "error": "lost: no result was recorded",
+                }
+            )
+            results.append(public(record) if row == first else dict(public(record)))
+    summary = summarize(list(by_item.values()), models)
+    summary["rows"] = len(rows)
+    summary["duplicates"] = sum(1 for row, first in enumerate(rows) if row != first)
     jobstate.set_status(client, job, "done", finished=time.time(), summary=json.dumps(summary))
-    return {"job": job, "results": [public(record) for _, record in ordered], "summary": summary}
+    return {"job": job, "results": results, "summary": summary}
 
 
 def summarize(records: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:

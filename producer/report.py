@@ -1,0 +1,569 @@
+"""``ibt report``: read a results file, summarise each judge and how far the judges agree.
+
+The results file is what ``ibt score`` writes: a JSON array or JSON Lines (detected from the
+content, so the extension does not matter; ``-`` reads stdin). Records are validated as they
+are read; a bad one raises :class:`InputError` naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from producer.stats import (
+    SCORES,
+    Agreement,
+    Consensus,
+    JudgeRecord,
+    ModelStats,
+    group_pairs,
+    model_stats,
+    models_in_order,
+    pairwise_agreement,
+    parse_record,
+)
+from producer.stats import consensus as compute_consensus
+from workers.errors import ConfigError, InputError
+from workers.models import SIMULATED
+
+PRICE_KEYS = ("input_price_per_mtok", "output_price_per_mtok")
+HISTOGRAM_PNG = "score_histogram.png"
+HEATMAP_PNG = "agreement_heatmap.png"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_results(path: str) -> list[JudgeRecord]:
+    """Every record of a results file (JSON array or JSON Lines; ``-`` for stdin).
+
+    JSON Lines are read one line at a time; an array is read whole first, so a syntax error
+    anywhere in it is reported before any record error (as ``json.load`` would).
+    """
+    source = "<stdin>" if path == "-" else path
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    # The same texts come back once per judge: keep one copy of each.
+    texts: dict[str, str] = {}
+    records = []
+    try:
+        for line, raw in _read_items(stream, source):
+            if isinstance(raw, dict):
+                for key in ("instruction", "generation"):
+                    value = raw.get(key)
+                    if isinstance(value, str):
+                        raw[key] = texts.setdefault(value, value)
+            records.append(parse_record(raw, source=source, line=line))
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if not records:
+        raise InputError("no records", source=source)
+    return records
+
+
+def _decode(data: bytes, source: str, line: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line += data.count(b"\n", 0, exc.start)
+        raise InputError("not UTF-8 text", source=source, line=line) from exc
+
+
+def _read_items(stream: BinaryIO, source: str) -> Iterator[tuple[int, Any]]:
+    """(line, value) for each record: JSON Lines, or the elements of a JSON array."""
+    leading = b""  # blank lines before the first value
+    first = True
+    for number, data in enumerate(stream, start=1):
+        if number == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        if not data.strip():
+            leading += data if first else b""
+            continue
+        if first and data.lstrip().startswith(b"["):
+            text = _decode(leading + data + stream.read(), source, 1)
+            yield from list(_json_array(text, source))  # syntax errors first
+            return
+        first = False
+        yield number, _json_line(_decode(data, source, number), source, number)
+
+
+def _json_line(text: str, source: str, number: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"invalid JSON ({exc.msg}, column {exc.colno}); expected a JSON array "
+            "or one JSON object per line",
+            source=source,
+            line=number,
+        ) from exc
+
+
+_WS = " \t\r\n"
+
+
+def _json_array(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """The elements of a top-level JSON array, each with the line it starts on."""
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in _WS:
+            pos += 1
+        return pos
+
+    def fail(pos: int, message: str) -> InputError:
+        return InputError(f"invalid JSON ({message})", source=source, line=line_at(pos))
+
+    pos = skip(0) + 1  # past "["
+    pos = skip(pos)
+    if pos < len(text) and text[pos] == "]":
+        pos = skip(pos + 1)
+    else:
+        while True:
+            start = pos
+            try:
+                value, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"invalid JSON ({exc.msg}, column {exc.colno})", source=source, line=exc.lineno
+                ) from exc
+            yield line_at(start), value
+            pos = skip(pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = skip(pos + 1)
+                continue
+            if pos < len(text) and text[pos] == "]":
+                pos = skip(pos + 1)
+                break
+            raise fail(pos, "expected ',' or ']'" if pos < len(text) else "unterminated array")
+    if pos < len(text):
+        raise fail(pos, "extra data after the array")
+
+
+def load_prices(path: str) -> dict[str, tuple[float, float]]:
+    """Prices per million tokens from a models file: ``[models."NAME"]`` tables with
+    ``input_price_per_mtok`` and ``output_price_per_mtok``; every other key is ignored, and a
+    model with neither key has no price.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read prices file: {exc}", source=path) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=path) from exc
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise ConfigError('expected a [models."NAME"] table per model', source=path, field="models")
+    prices: dict[str, tuple[float, float]] = {}
+    for name, table in models.items():
+        if not isinstance(table, dict) or not any(key in table for key in PRICE_KEYS):
+            continue
+        header = _line_of(text, f'"{name}"') or _line_of(text, f".{name}]")
+        values = []
+        for key in PRICE_KEYS:
+            line = (_line_of(text, key, header) if key in table else None) or header
+            where = f"models.{name}.{key}"
+            if key not in table:
+                other = PRICE_KEYS[1 - PRICE_KEYS.index(key)]
+                raise ConfigError(f"missing (given {other})", source=path, line=line, field=where)
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError("must be a number", source=path, line=line, field=where)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError("must be zero or more", source=path, line=line, field=where)
+            values.append(float(value))
+        prices[name] = (values[0], values[1])
+    return prices
+
+
+def _line_of(text: str, needle: str, after: int | None = None) -> int | None:
+    """1-based line of the first ``needle`` on or after line ``after``."""
+    start = 0
+    if after is not None:
+        start = sum(len(line) + 1 for line in text.split("\n")[: after - 1])
+    index = text.find(needle, start)
+    return None if index < 0 else text.count("\n", 0, index) + 1
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``ibt report`` shows, computed once from a results file."""
+
+    source: str
+    records: int
+    pairs: int
+    models: list[str]
+    per_model: list[ModelStats]
+    agreements: list[Agreement]  # one per model pair; empty with a single judge
+    consensus: Consensus
+
+    @property
+    def error_records(self) -> int:
+        return sum(stats.error_count for stats in self.per_model)
+
+    @property
+    def total_cost(self) -> float | None:
+        """Cost of the judges with a known price; None when no judge has one."""
+        costs = [stats.cost for stats in self.per_model if stats.cost is not None]
+        return math.fsum(costs) if costs else None
+
+    def agreement(self, a: str, b: str) -> Agreement | None:
+        for entry in self.agreements:
+            if {entry.model_a, entry.model_b} == {a, b}:
+                return entry
+        return None
+
+
+def build_report(path: str, prices: dict[str, tuple[float, float]] | None = None) -> Report:
+    records = load_results(path)
+    source = "<stdin>" if path == "-" else path
+    return report_from_records(records, source=source, prices=prices)
+
+
+def report_from_records(
+    records: list[JudgeRecord],
+    *,
+    source: str = "<python>",
+    prices: dict[str, tuple[float, float]] | None = None,
+) -> Report:
+    models = models_in_order(records)
+    pairs = group_pairs(records)
+    return Report(
+        source=source,
+        records=len(records),
+        pairs=len(pairs),
+        models=models,
+        per_model=model_stats(records, prices),
+        agreements=pairwise_agreement(pairs, models),
+        consensus=compute_consensus(pairs, models),
+    )
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _label(model: str) -> str:
+    return f"{model} [bold yellow](SIMULATED)[/]" if model in SIMULATED else model
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}" if value in (0, 1) else f"{value:.1%}"
+
+
+def format_cost(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0 or value >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.2g}" if value < 0.01 else f"${value:.4f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _fits(console: Console, table: Table) -> bool:
+    natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    return natural <= console.width
+
+
+def _table(*columns: str, left: int = 1) -> Table:
+    """A table whose first ``left`` columns are names and the rest right-aligned numbers."""
+    table = Table()
+    for i, column in enumerate(columns):
+        if i < left:
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+    return table
+
+
+def print_report(report: Report, console: Console) -> None:
+    """The report as rich tables; a table too wide for the console is split in narrower ones."""
+    judges = len(report.models)
+    console.print(
+        f"[bold]{report.source}[/]: {_plural(report.records, 'record')}, "
+        f"{_plural(report.pairs, 'pair')}, {_plural(judges, 'judge')}, "
+        f"{_plural(report.error_records, 'error record')}",
+        highlight=False,
+    )
+    usage = any(s.input_tokens or s.output_tokens or s.cost is not None for s in report.per_model)
+    summary = ("records", "scored", "errors", "mean", "median")
+    scores = tuple(str(score) for score in SCORES)
+    tokens = ("tokens in", "tokens out", "cost") if usage else ()
+    rows = []
+    for stats in report.per_model:
+        rows.append(
+            (
+                _label(stats.model),
+                f"{stats.count:,}",
+                f"{stats.scored:,}",
+                f"[red]{stats.error_count:,}[/]" if stats.error_count else "0",
+                _num(stats.mean),
+                _num(stats.median, 1),
+                *(f"{n:,}" for n in stats.histogram),
+                *(
+                    (f"{stats.input_tokens:,}", f"{stats.output_tokens:,}", format_cost(stats.cost))
+                    if usage
+                    else ()
+                ),
+            )
+        )
+    combined = _table("judge", *summary, *scores, *tokens)
+    for row in rows:
+        combined.add_row(*row)
+    if _fits(console, combined):
+        console.print("[bold]Judges[/] (columns 1..5: how many pairs got that score)")
+        console.print(combined)
+    else:
+        parts = [
+            ("[bold]Judges[/]", summary, slice(1, 6)),
+            ("[bold]Scores given[/] (pairs per score)", scores, slice(6, 11)),
+        ]
+        if usage:
+            parts.append(("[bold]Tokens and cost[/]", tokens, slice(11, 14)))
+        for title, columns, part in parts:
+            table = _table("judge", *columns)
+            for row in rows:
+                table.add_row(row[0], *row[part])
+            console.print(title)
+            console.print(table)
+    if report.total_cost is not None:
+        unpriced = [s.model for s in report.per_model if s.cost is None]
+        note = f" (no price for {', '.join(unpriced)})" if unpriced else ""
+        console.print(f"total cost: {format_cost(report.total_cost)}{note}", highlight=False)
+
+    if report.error_records:
+        errors = _table("judge", "error kind", "records", "share", left=2)
+        for stats in report.per_model:
+            for i, (kind, n) in enumerate(stats.errors.items()):
+                errors.add_row(
+                    _label(stats.model) if i == 0 else "",
+                    kind,
+                    f"{n:,}",
+                    _pct(stats.error_share[kind]),
+                )
+        console.print("[bold]Error records by kind[/] (share of that judge's records)")
+        console.print(errors)
+
+    if judges < 2:
+        return
+    numbers = ("pairs", "exact", "κ quad.", "κ lin.", "Spearman")
+    cells = [
+        (
+            f"{entry.n:,}",
+            _pct(entry.exact),
+            _num(entry.kappa_quadratic, 3),
+            _num(entry.kappa_linear, 3),
+            _num(entry.spearman, 3),
+        )
+        for entry in report.agreements
+    ]
+    agreement = _table("judge A", "judge B", *numbers, left=2)
+    for entry, row in zip(report.agreements, cells, strict=True):
+        agreement.add_row(entry.model_a, entry.model_b, *row)
+    if not _fits(console, agreement):
+        agreement = _table("judges", *numbers)
+        agreement.show_lines = True
+        for entry, row in zip(report.agreements, cells, strict=True):
+            agreement.add_row(f"{entry.model_a}\n{entry.model_b}", *row)
+    console.print("[bold]Agreement between judges[/] (over the pairs both scored)")
+    console.print(agreement)
+    c = report.consensus
+    console.print(
+        Text.assemble(
+            f"All {c.models} judges scored {c.all_scored:,} of {_plural(c.pairs, 'pair')}; "
+            f"they agree exactly on {c.all_agree:,}",
+            f" ({_pct(c.agree_share)})" if c.agree_share is not None else "",
+            ".",
+        )
+    )
+    legend = "κ: Cohen's kappa, quadratic / linear weights; Spearman: rank correlation"
+    if any(entry.spearman is None for entry in report.agreements):
+        legend += "; —: undefined (under 2 shared pairs, or a constant score)"
+    console.print(f"[dim]{legend}[/]")
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def write_plots(report: Report, directory: Path) -> list[Path]:
+    """``score_histogram.png`` and, with two judges or more, ``agreement_heatmap.png``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [_plot_histogram(report, directory / HISTOGRAM_PNG)]
+    if len(report.models) >= 2:
+        paths.append(_plot_heatmap(report, directory / HEATMAP_PNG))
+    return paths
+
+
+def _plot_histogram(report: Report, path: Path) -> Path:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    models = report.per_model
+    fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(models), 1)
+    colors = _palette(len(models))
+    for i, stats in enumerate(models):
+        offsets = [score - 0.4 + width * (i + 0.5) for score in SCORES]
+        mean_text = "" if stats.mean is None else f", mean {stats.mean:.2f}"
+        simulated = " (SIMULATED)" if stats.model in SIMULATED else ""
+        bars = ax.bar(
+            offsets,
+            stats.histogram,
+            width=width * 0.92,
+            color=colors[i],
+            label=f"{_short(stats.model)}{simulated}\n(n={stats.scored:,}{mean_text})",
+            zorder=3,
+        )
+        if len(models) <= 4:
+            ax.bar_label(bars, labels=[f"{n:,}" if n else "" for n in stats.histogram], fontsize=8)
+    ax.set_xticks(list(SCORES))
+    ax.set_xticklabels(["1\npoor", "2", "3", "4", "5\nexcellent"])
+    ax.set_xlim(0.5, 5.5)
+    ax.set_xlabel("score")
+    ax.set_ylabel("pairs scored")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.12)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(f"Score distribution per judge — {Path(report.source).name}", loc="left")
+    ax.legend(
+        title="judge (n scored, mean)",
+        frameon=False,
+        fontsize=9,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.15)
+    return path
+
+
+def _plot_heatmap(report: Report, path: Path) -> Path:
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
+
+    models = report.models
+    m = len(models)
+    matrix = [[math.nan] * m for _ in range(m)]
+    counts = [[0] * m for _ in range(m)]
+    for i, a in enumerate(models):
+        matrix[i][i] = 1.0
+        for j, b in enumerate(models):
+            entry = report.agreement(a, b) if i != j else None
+            if entry is not None:
+                counts[i][j] = entry.n
+                if entry.kappa_quadratic is not None:
+                    matrix[i][j] = entry.kappa_quadratic
+    side = max(5.0, 1.2 * m + 2.5)
+    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0)
+    colorbar = fig.colorbar(image, ax=ax, extend="min", fraction=0.046, pad=0.04)
+    colorbar.set_label("Cohen's κ, quadratic weights")
+    labels = [_short(model) for model in models]
+    ax.set_xticks(range(m), labels=labels, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(m), labels=labels)
+    ax.set_xlabel("judge")
+    ax.set_ylabel("judge")
+    font = 11 if m <= 5 else 9
+    for i in range(m):
+        for j in range(m):
+            value = matrix[i][j]
+            if i == j:
+                text = "1.00"
+            elif math.isnan(value):
+                text = f"n/a\nn={counts[i][j]:,}" if counts[i][j] else "no shared\npairs"
+            else:
+                text = f"{value:.2f}\nn={counts[i][j]:,}"
+            rgb = (0.85, 0.85, 0.85) if math.isnan(value) else to_rgb(cmap(max(value, 0.0)))
+            luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="black" if luminance > 0.5 else "white",
+            )
+    ax.set_title(f"Agreement between judges — {Path(report.source).name}", loc="left")
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.15)
+    return path
+
+
+def _short(name: str, limit: int = 28) -> str:
+    """A model name fit for an axis label: long ones keep their start and end."""
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[: keep - keep // 3] + "…" + name[-(keep // 3) :]
+
+
+def _palette(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_report(
+    path: str,
+    png_dir: str | None,
+    prices_file: str | None = None,
+    *,
+    console: Console | None = None,
+) -> int:
+    """Print the report of ``path`` (and write plots to ``png_dir``); 0 done, 2 bad input."""
+    console = console or Console(stderr=True)
+    try:
+        prices = load_prices(prices_file) if prices_file else None
+        report = build_report(path, prices)
+    except InputError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    print_report(report, console)
+    if png_dir:
+        for written in write_plots(report, Path(png_dir)):
+            console.print(f"wrote {written}", highlight=False)
+    return 0

@@ -1,0 +1,414 @@
+"""Statistics over a results file: per-judge summaries and agreement between judges.
+
+Pure functions over :class:`JudgeRecord` values (no I/O, no scipy/sklearn at runtime).
+
+Identity of a pair: the same (instruction, generation) can appear several times in the
+input, and each occurrence is scored separately. The n-th record of a given
+(instruction, generation, model) belongs to occurrence n of that pair, so duplicates never
+merge and each (pair, model) has at most one record.
+
+Scores are the integers 1..5. Weighted kappa uses the fixed category set 1..5 with weights
+from the score distance (``(a - b) ** 2`` or ``|a - b|``); this equals
+``sklearn.metrics.cohen_kappa_score(a, b, labels=[1, 2, 3, 4, 5], weights=...)``. (Without
+``labels`` sklearn weighs by the position among the *observed* labels, which differs from
+the score distance when some score never occurs.) Undefined statistics (no data, constant
+input) are ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Literal
+
+from workers.errors import InputError
+
+SCORES = (1, 2, 3, 4, 5)
+REQUIRED_KEYS = ("reasoning", "score", "instruction", "generation", "model")
+Weights = Literal["quadratic", "linear"] | None
+Prices = Mapping[str, tuple[float, float]]
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class JudgeRecord:
+    """One (pair, model) result: a score 1..5, or an error (``score`` None, ``error`` set)."""
+
+    instruction: str
+    generation: str
+    model: str
+    score: int | None
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    line: int | None = None
+
+    @property
+    def error_kind(self) -> str | None:
+        return None if self.score is not None else error_kind(self.error)
+
+
+def error_kind(error: str | None) -> str:
+    """The kind of an error string: the text before its first colon (``rate_limit: ...``)."""
+    if not error or not error.strip():
+        return "unknown"
+    kind = error.split(":", 1)[0].strip()
+    return kind or "unknown"
+
+
+def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeRecord:
+    """Validate one record of a results file; errors name ``source``, ``line`` and field."""
+    if not isinstance(raw, Mapping):
+        raise InputError(f"expected a JSON object, got {_type_name(raw)}", source=source, line=line)
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise InputError("missing", source=source, line=line, field=key)
+    for key in ("instruction", "generation", "model"):
+        if not isinstance(raw[key], str):
+            raise InputError(
+                f"must be a string, got {_type_name(raw[key])}", source=source, line=line, field=key
+            )
+    if not raw["model"].strip():
+        raise InputError("must not be empty", source=source, line=line, field="model")
+    score = _parse_score(raw["score"], source=source, line=line)
+    error = raw.get("error") if score is None else None  # a scored record has no error
+    tokens = [_parse_tokens(raw, key, source=source, line=line) for key in _TOKEN_KEYS]
+    return JudgeRecord(
+        instruction=raw["instruction"],
+        generation=raw["generation"],
+        model=raw["model"],
+        score=score,
+        error=error if isinstance(error, str) else None,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        line=line,
+    )
+
+
+_TOKEN_KEYS = ("input_tokens", "output_tokens")
+
+
+def _parse_score(value: Any, *, source: str, line: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip() in ("1", "2", "3", "4", "5"):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in SCORES:
+        return value
+    raise InputError(
+        f'must be "1".."5" or null, got {value!r}', source=source, line=line, field="score"
+    )
+
+
+def _parse_tokens(raw: Mapping[str, Any], key: str, *, source: str, line: int | None) -> int:
+    value = raw.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(
+            f"must be a non-negative integer, got {value!r}", source=source, line=line, field=key
+        )
+    return value
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@dataclass
+class PairResult:
+    """Every judge's outcome for one pair occurrence (``occurrence`` counts from 1)."""
+
+    instruction: str
+    generation: str
+    occurrence: int
+    scores: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # model -> error kind
+
+
+def models_in_order(records: Iterable[JudgeRecord]) -> list[str]:
+    """The models in order of first appearance."""
+    return list(dict.fromkeys(record.model for record in records))
+
+
+def group_pairs(records: Iterable[JudgeRecord]) -> list[PairResult]:
+    """Group records by pair occurrence, pairs in order of their first record."""
+    seen: Counter[tuple[str, str, str]] = Counter()
+    pairs: dict[tuple[str, str, int], PairResult] = {}
+    for record in records:
+        triple = (record.instruction, record.generation, record.model)
+        seen[triple] += 1
+        key = (record.instruction, record.generation, seen[triple])
+        pair = pairs.get(key)
+        if pair is None:
+            pair = pairs[key] = PairResult(record.instruction, record.generation, key[2])
+        if record.score is None:
+            pair.errors[record.model] = error_kind(record.error)
+        else:
+            pair.scores[record.model] = record.score
+    return list(pairs.values())
+
+
+# --------------------------------------------------------------------------- basic statistics
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def histogram(scores: Iterable[int]) -> tuple[int, int, int, int, int]:
+    """Counts of the scores 1..5."""
+    counts = Counter(scores)
+    return (counts[1], counts[2], counts[3], counts[4], counts[5])
+
+
+def exact_agreement(a: Sequence[int], b: Sequence[int]) -> float | None:
+    """Share of positions where ``a`` and ``b`` are equal; None when empty."""
+    _check_lengths(a, b)
+    if not a:
+        return None
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def cohen_kappa(
+    a: Sequence[int],
+    b: Sequence[int],
+    *,
+    weights: Weights = "quadratic",
+    categories: Sequence[int] = SCORES,
+) -> float | None:
+    """Cohen's kappa of two raters over ordered ``categories`` (weighted by their distance).
+
+    ``kappa = 1 - sum(w * observed) / sum(w * expected)`` with ``expected`` the outer product
+    of the two raters' marginals divided by n. None when there is no data or the expected
+    disagreement is zero (both raters constant on the same category: agreement is perfect
+    but kappa is undefined).
+    """
+    _check_lengths(a, b)
+    n = len(a)
+    if n == 0:
+        return None
+    index = {category: i for i, category in enumerate(categories)}
+    k = len(categories)
+    try:
+        ia = [index[x] for x in a]
+        ib = [index[y] for y in b]
+    except KeyError as exc:
+        raise ValueError(f"value {exc.args[0]!r} is not one of {list(categories)}") from None
+
+    def weight(i: int, j: int) -> int:
+        if weights == "quadratic":
+            return (i - j) ** 2
+        if weights == "linear":
+            return abs(i - j)
+        return int(i != j)
+
+    rows = Counter(ia)
+    cols = Counter(ib)
+    # Integer arithmetic until the one division: observed * n vs sum(w * rows * cols).
+    observed = sum(weight(i, j) for i, j in zip(ia, ib, strict=True))
+    expected = sum(weight(i, j) * rows[i] * cols[j] for i in range(k) for j in range(k))
+    if expected == 0:
+        return None
+    return 1.0 - observed * n / expected
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks 1..n, ties sharing the average of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        rank = (start + end) / 2 + 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = rank
+        start = end + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation; None with fewer than 2 points or a constant input."""
+    _check_lengths(x, y)
+    n = len(x)
+    if n < 2:
+        return None
+    mx = math.fsum(x) / n
+    my = math.fsum(y) / n
+    dx = [v - mx for v in x]
+    dy = [v - my for v in y]
+    sxx = math.fsum(v * v for v in dx)
+    syy = math.fsum(v * v for v in dy)
+    if sxx == 0 or syy == 0:
+        return None
+    sxy = math.fsum(u * v for u, v in zip(dx, dy, strict=True))
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rho: Pearson correlation of average ranks (None when undefined)."""
+    _check_lengths(a, b)
+    return pearson(average_ranks(a), average_ranks(b))
+
+
+def _check_lengths(a: Sequence[Any], b: Sequence[Any]) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"sequences differ in length: {len(a)} != {len(b)}")
+
+
+def cost(input_tokens: int, output_tokens: int, price: tuple[float, float]) -> float:
+    """Cost in currency units of the token counts at (input, output) prices per million."""
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """One judge's records: how many, scores, errors by kind, tokens and cost."""
+
+    model: str
+    count: int
+    scored: int
+    histogram: tuple[int, int, int, int, int]
+    mean: float | None
+    median: float | None
+    errors: dict[str, int]  # kind -> records, most frequent first
+    input_tokens: int
+    output_tokens: int
+    cost: float | None  # None: no price known for this model
+
+    @property
+    def error_count(self) -> int:
+        return self.count - self.scored
+
+    @property
+    def error_share(self) -> dict[str, float]:
+        """Share of this judge's records failing with each kind."""
+        return {kind: n / self.count for kind, n in self.errors.items()} if self.count else {}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Agreement of two judges over the pairs both scored."""
+
+    model_a: str
+    model_b: str
+    n: int
+    exact: float | None
+    kappa_quadratic: float | None
+    kappa_linear: float | None
+    spearman: float | None
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """Across all judges: pairs every judge scored, and those where all gave the same score."""
+
+    models: int
+    pairs: int
+    all_scored: int
+    all_agree: int
+
+    @property
+    def agree_share(self) -> float | None:
+        return self.all_agree / self.all_scored if self.all_scored else None
+
+
+def model_stats(records: Iterable[JudgeRecord], prices: Prices | None = None) -> list[ModelStats]:
+    """Per judge, in order of first appearance."""
+    by_model: dict[str, list[JudgeRecord]] = {}
+    for record in records:
+        by_model.setdefault(record.model, []).append(record)
+    result = []
+    for model, items in by_model.items():
+        scores = [r.score for r in items if r.score is not None]
+        errors = Counter(error_kind(r.error) for r in items if r.score is None)
+        tokens_in = sum(r.input_tokens for r in items)
+        tokens_out = sum(r.output_tokens for r in items)
+        price = (prices or {}).get(model)
+        result.append(
+            ModelStats(
+                model=model,
+                count=len(items),
+                scored=len(scores),
+                histogram=histogram(scores),
+                mean=mean(scores),
+                median=median(scores),
+                errors=dict(sorted(errors.items(), key=lambda item: (-item[1], item[0]))),
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost=None if price is None else cost(tokens_in, tokens_out, price),
+            )
+        )
+    return result
+
+
+def common_scores(pairs: Iterable[PairResult], a: str, b: str) -> tuple[list[int], list[int]]:
+    """The scores of ``a`` and ``b`` on the pairs both scored, aligned."""
+    xs: list[int] = []
+    ys: list[int] = []
+    for pair in pairs:
+        if a in pair.scores and b in pair.scores:
+            xs.append(pair.scores[a])
+            ys.append(pair.scores[b])
+    return xs, ys
+
+
+def agreement(pairs: Sequence[PairResult], a: str, b: str) -> Agreement:
+    xs, ys = common_scores(pairs, a, b)
+    return Agreement(
+        model_a=a,
+        model_b=b,
+        n=len(xs),
+        exact=exact_agreement(xs, ys),
+        kappa_quadratic=cohen_kappa(xs, ys, weights="quadratic"),
+        kappa_linear=cohen_kappa(xs, ys, weights="linear"),
+        spearman=spearman(xs, ys),
+    )
+
+
+def pairwise_agreement(pairs: Sequence[PairResult], models: Sequence[str]) -> list[Agreement]:
+    """One :class:`Agreement` per unordered model pair, in model order."""
+    return [agreement(pairs, a, b) for a, b in combinations(models, 2)]
+
+
+def consensus(pairs: Sequence[PairResult], models: Sequence[str]) -> Consensus:
+    all_scored = [p for p in pairs if all(m in p.scores for m in models)]
+    agree = sum(len(set(p.scores[m] for m in models)) == 1 for p in all_scored)
+    return Consensus(
+        models=len(models), pairs=len(pairs), all_scored=len(all_scored), all_agree=agree
+    )

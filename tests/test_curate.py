@@ -1,0 +1,174 @@
+"""producer.curate: Humpback-style selection by aggregated judge score.
+
+On ``tests/data/report/three_judges.json`` (see test_report.py for the table) the scores of
+the judges that scored each pair, and their aggregates, are:
+
+    pair                         scores     mean    min/all  median
+    1 3x20 / "It's 60."          5 5 4      4.667   4        5
+    2 3x20 / "It's 59."          1 2 1      1.333   1        1
+    3 prime / "7"                4 4        4       4        4      (B: rate_limit)
+    4 3x20 / "It's 60." (again)  5 4        4.5     4        4.5    (C: unparseable)
+    5 capital / ""               -          -       -        -      (all: input error)
+    6 haiku                      3 3 3      3       3        3
+
+so pairs kept for K = 1..5 are
+    mean:    5 4 4 3 0
+    min/all: 5 4 4 3 0
+    median:  5 4 4 3 1
+with 1 pair excluded (no judge scored pair 5), 5 error records in 3 pairs (3, 4, 5).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from producer.curate import run_select, select
+from producer.report import load_results
+from producer.stats import JudgeRecord
+from workers.errors import InputError
+
+DATA = Path(__file__).parent / "data" / "report"
+THREE = str(DATA / "three_judges.json")
+SIXTY = {"instruction": "What is 3 times 20?", "generation": "It's 60."}
+PRIME = {"instruction": "Name a prime number.", "generation": "7"}
+
+
+@pytest.mark.parametrize(
+    ("agg", "passed"),
+    [
+        ("mean", [5, 4, 4, 3, 0]),
+        ("min", [5, 4, 4, 3, 0]),
+        ("all", [5, 4, 4, 3, 0]),
+        ("median", [5, 4, 4, 3, 1]),
+    ],
+)
+def test_thresholds_by_hand(agg: str, passed: list[int]) -> None:
+    selection = select(load_results(THREE), min_score=4, agg=agg)
+    assert [selection.passed[k] for k in range(1, 6)] == passed
+    assert selection.pairs == 6
+    assert selection.unscored_pairs == 1
+    assert selection.scored_pairs == 5
+    assert selection.pairs_with_errors == 3
+    assert selection.error_records == 5
+    assert len(selection.kept) == passed[3]
+
+
+def test_kept_pairs_in_input_order_with_duplicates() -> None:
+    # mean >= 4: pairs 1 (4.67), 3 (4.0), 4 (4.5). Pair 4 repeats pair 1's texts and is kept
+    # on its own scores, so the output has that pair twice, as the input did.
+    selection = select(load_results(THREE), min_score=4, agg="mean")
+    assert selection.kept == [SIXTY, PRIME, SIXTY]
+    # median >= 5: only pair 1 (5 5 4 -> 5); pair 4 (5 4 -> 4.5) is not kept
+    assert select(load_results(THREE), min_score=5, agg="median").kept == [SIXTY]
+
+
+def test_errored_judge_neither_keeps_nor_vetoes() -> None:
+    records = [
+        JudgeRecord("q", "g", "a", 5),
+        JudgeRecord("q", "g", "b", None, "auth: HTTP 401"),
+        JudgeRecord("r", "g", "a", 5),
+        JudgeRecord("r", "g", "b", 2),
+    ]
+    for agg in ("mean", "min", "all", "median"):
+        selection = select(records, min_score=5, agg=agg)
+        assert selection.kept == [{"instruction": "q", "generation": "g"}]
+        assert (selection.pairs_with_errors, selection.error_records) == (1, 1)
+
+
+def test_accepts_result_dicts() -> None:
+    rows = json.loads(Path(THREE).read_text())
+    assert select(rows, min_score=4, agg="mean").kept == [SIXTY, PRIME, SIXTY]
+    with pytest.raises(InputError, match="<python>:2: field 'score'"):
+        select([rows[0], {**rows[1], "score": "five"}], min_score=4, agg="mean")
+
+
+@pytest.mark.parametrize(
+    ("min_score", "agg", "source"),
+    [(0, "mean", "--min-score"), (6, "mean", "--min-score"), (3, "max", "--agg")],
+)
+def test_bad_options(min_score: int, agg: str, source: str) -> None:
+    with pytest.raises(InputError) as info:
+        select([], min_score=min_score, agg=agg)
+    assert info.value.source == source
+    assert run_select(THREE, min_score=min_score, agg=agg, output=None) == 2
+
+
+def reference(pairs: list[list[int | None]], agg: str, k: int) -> list[int]:
+    """Brute force: indexes of pairs whose non-error scores aggregate to >= k."""
+    functions: dict[str, Any] = {
+        "mean": statistics.mean,
+        "median": statistics.median,
+        "min": min,
+        "all": lambda s: k if all(x >= k for x in s) else 0,
+    }
+    kept = []
+    for i, scores in enumerate(pairs):
+        scored = [s for s in scores if s is not None]
+        if scored and functions[agg](scored) >= k:
+            kept.append(i)
+    return kept
+
+
+judged = st.lists(
+    st.lists(st.one_of(st.none(), st.integers(1, 5)), min_size=3, max_size=3),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(judged, st.sampled_from(["mean", "min", "all", "median"]), st.integers(1, 5))
+def test_matches_brute_force(pairs: list[list[int | None]], agg: str, k: int) -> None:
+    records = [
+        JudgeRecord(f"q{i}", "g", f"m{j}", score, None if score else "server: HTTP 503")
+        for i, scores in enumerate(pairs)
+        for j, score in enumerate(scores)
+    ]
+    selection = select(records, min_score=k, agg=agg)
+    assert selection.kept == [
+        {"instruction": f"q{i}", "generation": "g"} for i in reference(pairs, agg, k)
+    ]
+    for threshold in range(1, 6):
+        assert selection.passed[threshold] == len(reference(pairs, agg, threshold))
+    assert all(selection.passed[t] >= selection.passed[t + 1] for t in range(1, 5))
+    assert selection.unscored_pairs == sum(all(s is None for s in p) for p in pairs)
+    assert selection.error_records == sum(s is None for p in pairs for s in p)
+
+
+def test_run_select_writes_jsonl_json_and_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sub" / "kept.jsonl"
+    assert run_select(THREE, min_score=4, agg="mean", output=str(out)) == 0
+    lines = out.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [SIXTY, PRIME, SIXTY]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Pairs kept by threshold" in err
+    assert "1 excluded because no judge scored them" in err
+    assert "5 error records in 3 pairs" in err
+    assert f"wrote 3 of 6 pairs to {out}" in err
+
+    as_json = tmp_path / "kept.json"
+    assert run_select(THREE, min_score=5, agg="median", output=str(as_json)) == 0
+    assert json.loads(as_json.read_text()) == [SIXTY]
+
+    capsys.readouterr()
+    assert run_select(THREE, min_score=4, agg="min", output="-") == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line) for line in captured.out.splitlines()] == [SIXTY, PRIME, SIXTY]
+    assert "Pairs kept" in captured.err and "Pairs kept" not in captured.out
+
+
+def test_run_select_bad_file(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(DATA / "bad_score.jsonl")
+    assert run_select(path, min_score=4, agg="mean", output=None) == 2
+    captured = capsys.readouterr()
+    assert f"{path}:2: field 'score'" in captured.err.replace("\n", "")
+    assert captured.out == ""
