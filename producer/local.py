@@ -3,6 +3,8 @@ the simulator. Started for one job and shut down after it, leaving no process be
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,10 @@ from producer.simulator import SimulatorProcess
 from workers.errors import IbtError
 from workers.models import ModelSpec
 from workers.settings import get_settings
+
+
+def console_note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 class StackError(IbtError):
@@ -130,7 +136,8 @@ class LocalStack:
         self.workers_per_model = workers_per_model
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ibt-local-"))
-        self.valkey = ValkeyProcess(self.workdir / "valkey")
+        self._lock: int | None = None
+        self.valkey = ValkeyProcess(self._data_dir())
         self.simulator: SimulatorProcess | None = None
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.worker_logs: dict[str, Path] = {}
@@ -138,6 +145,39 @@ class LocalStack:
     @property
     def broker_url(self) -> str:
         return self.valkey.url
+
+    def _data_dir(self) -> Path:
+        """``$IBT_HOME/valkey`` when free, so the result cache outlives one run.
+
+        Two embedded runs at once would share one append-only file; the second one gets a
+        throw-away directory instead (and says so), trading its cache for safety.
+        """
+        home = Path(get_settings().home) / "valkey"
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(home / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError:
+            return self.workdir / "valkey"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            console_note(f"{home} is in use by another embedded run; this run's cache is temporary")
+            return self.workdir / "valkey"
+        self._lock = fd
+        return home
+
+    def _purge_stale_queues(self) -> None:
+        """Drop messages a killed earlier run left in the persisted broker: they belong to
+        no live job, and running them would spend money nobody waits for. Cached verdicts
+        and finished jobs' results stay."""
+        client = redis.Redis.from_url(self.broker_url)
+        try:
+            stale = [*client.scan_iter("ibt.model.*"), *client.scan_iter("ibt.collect*")]
+            stale += [b"unacked", b"unacked_index", b"unacked_mutex"]
+            client.delete(*stale)
+        finally:
+            client.close()
 
     def __enter__(self) -> LocalStack:
         try:
@@ -158,6 +198,7 @@ class LocalStack:
     def start(self) -> None:
         settings = get_settings()
         self.valkey.start()
+        self._purge_stale_queues()
         simulator_url = settings.simulator_url
         if any(spec.simulated for spec in self.specs) and not simulator_url:
             self.simulator = SimulatorProcess(latency=self.simulator_latency)
@@ -209,5 +250,8 @@ class LocalStack:
             self.simulator.stop()
             self.simulator = None
         self.valkey.stop()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -34,9 +34,20 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
         worker_prefetch_multiplier=1,
         # Redis redelivers a message that stays unacknowledged this long (default 1 h in
         # Celery). See Settings.visibility_timeout for why it must exceed retry countdowns.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Sweep for expired unacknowledged messages often enough that a dead worker's
+            # tasks come back about one visibility timeout after it died (kombu's default
+            # sweep runs a scan only every 100 s).
+            "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout / 3))),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"result_chord_ordered": True},
         result_expires=settings.result_expires,
+        # Storing a result survives a broker/backend restart instead of failing the task.
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
+        redis_retry_on_timeout=True,
         task_default_queue=DEFAULT_QUEUE,
         task_routes={"ibt.collect": {"queue": COLLECT_QUEUE}},
         broker_connection_retry_on_startup=True,

@@ -24,7 +24,10 @@ CLAIM_PREFIX = "ibt:claim:"
 def cache_key(
     spec: ModelSpec, base_url: str | None, instruction: str, generation: str, template: str | None
 ) -> str:
-    """Hash of everything that changes a verdict: judge, endpoint, sampling, prompt, pair."""
+    """Hash of everything that changes a verdict: judge, endpoint, sampling, prompt, pair.
+
+    Clients use ``decode_responses=True`` (jobstate.client_for_url), so values are str.
+    """
     material = json.dumps(
         [
             spec.provider,
@@ -58,22 +61,18 @@ def put(client: redis.Redis, key: str, value: dict[str, Any], ttl: int) -> None:
 
 
 def claim(client: redis.Redis, key: str, owner: str, ttl: float) -> bool:
-    """True if ``owner`` may call the provider for ``key`` now (or already holds the claim)."""
+    """True if ``owner`` may call the provider for ``key`` now (or already holds the claim).
+
+    The owner is the task id, so a redelivery of a task whose worker died re-takes its own
+    claim at once instead of waiting for it to expire.
+    """
     name = CLAIM_PREFIX + key
     if client.set(name, owner, nx=True, ex=max(1, int(ttl))):
         return True
-    current = client.get(name)
-    return (
-        current is not None
-        and (current.decode() if isinstance(current, bytes) else current) == owner
-    )
+    return bool(client.get(name) == owner)
 
 
 def release(client: redis.Redis, key: str, owner: str) -> None:
     name = CLAIM_PREFIX + key
-    current = client.get(name)
-    if (
-        current is not None
-        and (current.decode() if isinstance(current, bytes) else current) == owner
-    ):
+    if client.get(name) == owner:
         client.delete(name)

@@ -37,8 +37,10 @@ def registry() -> ModelRegistry:
     return ModelRegistry.load(get_settings().models_file)
 
 
+@memoize
 def _redis() -> Any:
-    return app.backend.client  # the result backend's pooled connection
+    """Job state and cache client; retries through a broker restart (see jobstate)."""
+    return jobstate.client_for_url(app.conf.result_backend)
 
 
 # How often a task waits (2 s each) for another task that holds the claim on the same
