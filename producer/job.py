@@ -93,9 +93,7 @@ def submit(
         queue=COLLECT_QUEUE,
         argsrepr=f"job={job}",
     )
-    # The Redis result backend subscribes the sender to every task's result channel
-    # (celery#3808); we never wait on header results, so skip that per-task work.
-    app.backend.on_task_call = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    backend_without_subscriptions(app)
     try:
         chord(header, app=app)(callback)
     except Exception:
@@ -103,6 +101,24 @@ def submit(
         raise
     jobstate.set_status(client, job, "running")
     return job
+
+
+def backend_without_subscriptions(app: Celery) -> None:
+    """Stop the producer's result backend from subscribing to result channels.
+
+    The Redis backend subscribes the sender to every task's result channel (celery#3808) and
+    unsubscribes when a result handle is garbage-collected, which fails noisily once the
+    broker is gone. We follow jobs through jobstate and read the callback's stored meta, so
+    none of that is needed.
+    """
+    backend = app.backend
+
+    def ignore(*args: object, **kwargs: object) -> None:
+        return None
+
+    backend.on_task_call = ignore  # type: ignore[method-assign]
+    backend.add_pending_result = ignore  # type: ignore[method-assign]
+    backend.remove_pending_result = ignore  # type: ignore[method-assign]
 
 
 ProgressCallback = Callable[[jobstate.JobProgress], None]
@@ -145,6 +161,7 @@ def fetch(app: Celery, job: str) -> JobResult | None:
     Reads the callback's stored meta directly: an ``AsyncResult`` would subscribe to its
     channel and try to unsubscribe when garbage-collected, even after the broker is gone.
     """
+    backend_without_subscriptions(app)
     meta = app.backend.get_task_meta(collect_task_id(job))
     state = meta.get("status")
     if state == "FAILURE":
