@@ -72,7 +72,7 @@ def test_never_raises_on_any_text(text: str) -> None:
         assert 1 <= result.score <= 5
 
 
-@given(st.text(), st.sampled_from(["Score: ", "**Score:** ", "4/5", "{\"score\": ", "Score: 4"]))
+@given(st.text(), st.sampled_from(["Score: ", "**Score:** ", "4/5", '{"score": ', "Score: 4"]))
 def test_never_raises_on_score_like_text(prefix: str, fragment: str) -> None:
     result = parse_reply(prefix + "\n" + fragment)
     assert isinstance(result, Verdict | Unparseable)
