@@ -18,6 +18,7 @@ from workers.errors import IbtError, InputError
 from workers.models import COLLECT_QUEUE
 from workers.settings import get_settings
 
+PASS_THROUGH = ("flower", "simulator")
 DEMO_PAIRS = Path(__file__).parent / "examples" / "demo_pairs.jsonl"
 DEMO_REAL = {"OPENAI_API_KEY": "gpt-4o-mini", "ANTHROPIC_API_KEY": "claude-3-5-haiku-latest"}
 DEMO_SIMULATED = {"OPENAI_API_KEY": "simulated-openai", "ANTHROPIC_API_KEY": "simulated-anthropic"}
@@ -228,7 +229,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     """Flower on our app (``celery -A workers flower`` works too)."""
     from workers.app import app
 
-    argv = ["flower", f"--port={args.port}", *args.flower_args]
+    argv = ["flower", f"--port={args.port}", *args.extra]
     app.start(argv)
     return 0
 
@@ -248,7 +249,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_simulator(args: argparse.Namespace) -> int:
     from producer import simulator
 
-    return int(simulator.main(args.simulator_args) or 0)
+    return int(simulator.main(args.extra) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,19 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies")
     workers.set_defaults(func=cmd_workers)
 
-    flower = sub.add_parser("flower", help="run Flower on the cluster (extra args go to flower)")
+    flower = sub.add_parser("flower", help="run Flower on the cluster (other options go to it)")
     flower.add_argument("--port", type=int, default=5555)
-    flower.add_argument("flower_args", nargs=argparse.REMAINDER)
     flower.set_defaults(func=cmd_flower)
 
     sim = sub.add_parser("simulator", help="run the simulated provider server", add_help=False)
-    sim.add_argument("simulator_args", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulator)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # ``flower`` and ``simulator`` pass every option they do not know to the tool they run.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in PASS_THROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         _apply_config_flags(args)
         return int(args.func(args))
