@@ -53,6 +53,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         no_wait=args.no_wait,
         quiet=args.quiet,
         use_cache=not args.no_cache,
+        structured=args.structured,
     )
 
 
@@ -86,11 +87,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run(  # type: ignore[no-untyped-def]
-    pairs, specs, output: str | None, *, no_wait: bool = False, quiet: bool, use_cache: bool = True
+    pairs,
+    specs,
+    output: str | None,
+    *,
+    no_wait: bool = False,
+    quiet: bool,
+    use_cache: bool = True,
+    structured: bool | None = None,
 ) -> int:
     started = time.monotonic()
     with session(specs) as current:
-        job = jobs.submit(current.app, pairs, specs, use_cache=use_cache)
+        job = jobs.submit(current.app, pairs, specs, use_cache=use_cache, structured=structured)
         console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
         if no_wait:
             print(job)
@@ -268,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-q", "--quiet", action="store_true", help="no live progress display")
     score.add_argument(
         "--no-cache", action="store_true", help="call the provider even for cached verdicts"
+    )
+    mode = score.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--structured",
+        dest="structured",
+        action="store_true",
+        default=None,
+        help="ask every judge for a JSON verdict (OpenAI json_schema, Anthropic tool call)",
+    )
+    mode.add_argument(
+        "--text",
+        dest="structured",
+        action="store_false",
+        help="ask every judge for a free-text verdict ending in 'Score: N'",
     )
     score.add_argument(
         "--resume", metavar="JOB", help="finish an interrupted job: only missing items are paid"

@@ -45,6 +45,7 @@ def submit(
     *,
     job: str | None = None,
     use_cache: bool = True,
+    structured: bool | None = None,
 ) -> str:
     """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
 
@@ -74,7 +75,13 @@ def submit(
         pair = pairs[index]
         for spec in specs:
             request = ScoreRequest(
-                job, index, spec.name, pair.instruction, pair.generation, use_cache=use_cache
+                job,
+                index,
+                spec.name,
+                pair.instruction,
+                pair.generation,
+                use_cache=use_cache,
+                structured=structured,
             )
             header.append(
                 app.signature(

@@ -209,6 +209,7 @@ class Simulator:
             and isinstance(body.get("tool_choice"), dict)
             and body["tool_choice"].get("type") == "tool"
         )
+        entry["structured"] = wants_structured
         if wants_structured and not knobs.structured:
             finish(400)
             return _error(protocol, 400, "structured output is not supported (simulated)", {})

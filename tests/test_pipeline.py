@@ -163,3 +163,38 @@ def test_secret_key_is_not_in_redis_or_logs(cluster: Cluster) -> None:
         dump = client.dump(key) or b""
         assert TEST_KEY.encode() not in dump, f"key material in {key!r} ({kind})"
     assert TEST_KEY not in cluster.logs()
+
+
+def test_structured_verdicts_over_both_sdks(cluster: Cluster) -> None:
+    cluster.simulator.reset()
+    pairs = make_pairs(4, "structured")
+    specs = ModelRegistry().resolve_all([OPENAI_MODEL, ANTHROPIC_MODEL])
+    job = jobs.submit(cluster.app, pairs, specs, structured=True)
+    result = jobs.wait(cluster.app, job, poll_interval=0.1)
+
+    for record in result.results:
+        assert list(record) == OUTPUT_KEYS
+        assert record["score"] == str(
+            simulated_score(record["model"], record["instruction"], record["generation"])
+        )
+        assert record["reasoning"].startswith("Simulated judge")
+    log = cluster.simulator.stats()["log"]
+    assert len(log) == 8 and all(entry["structured"] for entry in log)
+    assert {entry["protocol"] for entry in log} == {"openai", "anthropic"}
+
+
+def test_structured_falls_back_to_text_when_refused(cluster: Cluster) -> None:
+    cluster.simulator.reset()
+    cluster.simulator.configure(structured=False)
+    try:
+        pairs = make_pairs(3, "fallback")
+        specs = ModelRegistry().resolve_all([ANTHROPIC_MODEL])
+        job = jobs.submit(cluster.app, pairs, specs, structured=True)
+        result = jobs.wait(cluster.app, job, poll_interval=0.1)
+    finally:
+        cluster.simulator.configure(structured=True)
+    assert [r["score"] for r in result.results] == [
+        str(simulated_score(ANTHROPIC_MODEL, p.instruction, p.generation)) for p in pairs
+    ]
+    statuses = [(e["structured"], e["status"]) for e in cluster.simulator.stats()["log"]]
+    assert sorted(statuses) == [(False, 200)] * 3 + [(True, 400)] * 3

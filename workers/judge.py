@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from workers.errors import ProviderError
 from workers.models import ModelSpec
 from workers.parsing import Unparseable, parse_reply, parse_structured
 from workers.prompt import render
@@ -30,7 +32,14 @@ def judge(request: ScoreRequest, spec: ModelSpec) -> dict[str, Any]:
             kind="input",
         )
     prompt = render(request.instruction, request.generation, get_settings().prompt_file)
-    completion = client_for(spec).complete(prompt)
+    try:
+        completion = client_for(spec).complete(prompt)
+    except ProviderError as exc:
+        # Compatible servers vary: one that refuses a JSON schema / forced tool call is asked
+        # again in text mode when the model says so, instead of failing every item.
+        if not (spec.structured and exc.status == 400 and spec.structured_fallback == "text"):
+            raise
+        completion = client_for(replace(spec, structured=False)).complete(prompt)
     if completion.structured is not None:
         verdict = parse_structured(completion.structured)
     else:

@@ -48,6 +48,9 @@ class ModelSpec:
     rpm: int | None = None
     tpm: int | None = None
     structured: bool = False
+    # When a server refuses structured output (HTTP 400): "text" asks again in text mode,
+    # "error" makes the item an error record.
+    structured_fallback: str = "text"
     simulated: bool = False
     # Prices per million tokens, for ``ibt report``'s cost column; not used when judging.
     input_price_per_mtok: float | None = None
@@ -85,6 +88,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "rpm": (int,),
     "tpm": (int,),
     "structured": (bool,),
+    "structured_fallback": (str,),
     "input_price_per_mtok": (int, float),
     "output_price_per_mtok": (int, float),
 }
@@ -225,6 +229,8 @@ def _spec_from_table(
             provider = "anthropic"
         else:
             raise error("provider", f"missing; must be one of {', '.join(PROVIDERS)}")
+    if values.get("structured_fallback", "text") not in ("text", "error"):
+        raise error("structured_fallback", "must be 'text' or 'error'")
     if provider not in PROVIDERS:
         raise error("provider", f"'{provider}' is not one of {', '.join(PROVIDERS)}")
     spec = ModelSpec(name=name, provider=provider, model=values.pop("model", name))

@@ -21,6 +21,8 @@ class ScoreRequest:
     instruction: str
     generation: str
     use_cache: bool = True
+    # None: the model's own setting; True/False: the producer's --structured / --text choice.
+    structured: bool | None = None
     # Provider attempts made so far, and waits on another task's claim: carried in the
     # message so a retry knows its history whatever Celery's own retry counter says.
     attempt: int = 0
@@ -36,6 +38,8 @@ class ScoreRequest:
         }
         if not self.use_cache:
             message["cache"] = False
+        if self.structured is not None:
+            message["structured"] = self.structured
         if self.attempt:
             message["attempt"] = self.attempt
         if self.waits:
@@ -51,6 +55,7 @@ class ScoreRequest:
             instruction=str(message["instruction"]),
             generation=str(message["generation"]),
             use_cache=bool(message.get("cache", True)),
+            structured=message.get("structured"),
             attempt=int(message.get("attempt", 0)),
             waits=int(message.get("waits", 0)),
         )

@@ -60,6 +60,8 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     key: str | None = None
     try:
         spec = registry().resolve(request.model)
+        if request.structured is not None:
+            spec = replace(spec, structured=request.structured)
         if request.use_cache:
             key = cache.cache_key(
                 spec,
