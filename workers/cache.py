@@ -50,7 +50,7 @@ def get(client: redis.Redis, key: str) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
+        value = json.loads(str(raw))
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

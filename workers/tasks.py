@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import replace
 from functools import cache as memoize
@@ -12,11 +13,11 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from workers import cache, jobstate
+from workers import cache, jobstate, ratelimit
 from workers.app import app
 from workers.errors import ConfigError, ProviderError
 from workers.judge import judge
-from workers.models import ModelRegistry
+from workers.models import ModelRegistry, ModelSpec
 from workers.parsing import Verdict
 from workers.providers import credentials
 from workers.records import (
@@ -79,6 +80,11 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
         if record is None:
+            wait = wait_for_capacity(client, spec, request)
+            if wait > 0:
+                if key is not None:
+                    cache.release(client, key, owner)
+                raise self.retry(args=(request.to_message(),), countdown=wait)
             record = judge(request, spec)
             if key is not None and "error" not in record:
                 cache.put(client, key, cache_value(record), settings.cache_ttl)
@@ -96,6 +102,8 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
             # must come due well inside the visibility timeout or Redis redelivers it.
             delay = min(delay, max(1.0, 0.8 * settings.visibility_timeout - spec.timeout))
             jobstate.record_retry(client, request.job, request.model, settings.result_expires)
+            if exc.retry_after:
+                ratelimit.pause(client, spec, exc.retry_after)
             if key is not None:
                 cache.release(client, key, owner)
             again = replace(request, attempt=request.attempt + 1)
@@ -109,6 +117,29 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     if key is not None:
         cache.release(client, key, owner)
     return finish(request, record, started)
+
+
+# Up to this long a worker thread waits for rate-limit capacity itself (its queue serves only
+# this model, so nothing else waits behind it); beyond it the task is deferred with an ETA.
+MAX_INLINE_WAIT = 10.0
+
+
+def wait_for_capacity(client: Any, spec: ModelSpec, request: ScoreRequest) -> float:
+    """0 once the model's shared limits allow a call (which is then counted), else the
+    seconds after which a deferred task should ask again."""
+    if not (spec.rpm or spec.tpm) and client.exists(ratelimit.PAUSE_PREFIX + spec.name) == 0:
+        return 0.0
+    tokens = ratelimit.estimate_tokens(request.instruction + request.generation, spec.max_tokens)
+    waited = 0.0
+    while True:
+        wait = ratelimit.wait_seconds(client, app.conf.result_backend, spec, tokens)
+        if wait <= 0:
+            return 0.0
+        if waited + wait > MAX_INLINE_WAIT:
+            return wait + random.uniform(0, 1)
+        pause = min(wait, 1.0) * random.uniform(0.8, 1.2)
+        time.sleep(pause)
+        waited += pause
 
 
 def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""Per-model request and token limits shared by every worker, kept in the broker's Redis.
+
+Celery's own ``rate_limit`` counts per worker instance, so four workers would send four
+times the budget. Here every worker draws from one moving window per model (the ``limits``
+library's Redis storage, atomic Lua scripts), and a provider 429 with ``Retry-After`` pauses
+the model for all workers at once.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+import redis
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from workers.models import ModelSpec
+
+PAUSE_PREFIX = "ibt:pause:"
+
+
+@cache
+def _limiter(url: str) -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(storage_from_string(url))
+
+
+def estimate_tokens(text: str, max_tokens: int) -> int:
+    """A conservative token count for a request: about 4 characters a token, plus the reply."""
+    return len(text) // 4 + 1 + max_tokens
+
+
+def wait_seconds(client: redis.Redis, url: str, spec: ModelSpec, tokens: int) -> float:
+    """0 when ``spec`` may send a request of ``tokens`` now (and counts it), else how long
+    to wait before asking again. Nothing is counted when the answer is "wait"."""
+    paused_until = client.get(PAUSE_PREFIX + spec.name)
+    if paused_until is not None:
+        remaining = float(str(paused_until)) - time.time()
+        if remaining > 0:
+            return remaining
+    if not spec.rpm and not spec.tpm:
+        return 0.0
+    limiter = _limiter(url)
+    items = []
+    if spec.rpm:
+        items.append((RateLimitItemPerMinute(spec.rpm), 1, "rpm"))
+    if spec.tpm:
+        items.append((RateLimitItemPerMinute(spec.tpm), min(tokens, spec.tpm), "tpm"))
+    for item, cost, kind in items:
+        if not limiter.test(item, "ibt", spec.name, kind, cost=cost):
+            stats = limiter.get_window_stats(item, "ibt", spec.name, kind)
+            return max(0.05, stats.reset_time - time.time())
+    for item, cost, kind in items:
+        if not limiter.hit(item, "ibt", spec.name, kind, cost=cost):
+            # Lost a race with another worker between test and hit; ask again shortly.
+            stats = limiter.get_window_stats(item, "ibt", spec.name, kind)
+            return max(0.05, stats.reset_time - time.time())
+    return 0.0
+
+
+def pause(client: redis.Redis, spec: ModelSpec, seconds: float) -> None:
+    """Hold every worker of ``spec`` for ``seconds`` (a provider's Retry-After)."""
+    until = time.time() + seconds
+    # Keep the later deadline if another worker already paused for longer.
+    current = client.get(PAUSE_PREFIX + spec.name)
+    if current is None or float(str(current)) < until:
+        client.set(PAUSE_PREFIX + spec.name, f"{until:.3f}", px=max(1, int(seconds * 1000)))
