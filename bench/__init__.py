@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print tables; figures in bench/README.md."""
