@@ -12,13 +12,21 @@ import time
 from functools import cache
 
 import redis
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from workers.models import ModelSpec
 
 PAUSE_PREFIX = "ibt:pause:"
+# Our window is a second longer than the provider's minute: a request is counted here when it
+# leaves, and there when it arrives a moment later, so an exact 60 s window lets the
+# provider see 61 requests in its minute now and then (measured: 16 429s in 1,200 calls).
+WINDOW_SECONDS = 61
+
+
+def per_minute(amount: int) -> RateLimitItemPerSecond:
+    return RateLimitItemPerSecond(amount, WINDOW_SECONDS)
 
 
 @cache
@@ -44,9 +52,9 @@ def wait_seconds(client: redis.Redis, url: str, spec: ModelSpec, tokens: int) ->
     limiter = _limiter(url)
     items = []
     if spec.rpm:
-        items.append((RateLimitItemPerMinute(spec.rpm), 1, "rpm"))
+        items.append((per_minute(spec.rpm), 1, "rpm"))
     if spec.tpm:
-        items.append((RateLimitItemPerMinute(spec.tpm), min(tokens, spec.tpm), "tpm"))
+        items.append((per_minute(spec.tpm), min(tokens, spec.tpm), "tpm"))
     for item, cost, kind in items:
         if not limiter.test(item, "ibt", spec.name, kind, cost=cost):
             stats = limiter.get_window_stats(item, "ibt", spec.name, kind)
