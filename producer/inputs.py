@@ -33,7 +33,8 @@ class Pair:
     generation: str
 
 
-def _json_type(value: object) -> str:
+def json_type_name(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages users can act on."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -49,7 +50,9 @@ def _json_type(value: object) -> str:
 
 def _pair(record: object, source: str, line: int) -> Pair:
     if not isinstance(record, Mapping):
-        raise InputError(f"expected an object, got {_json_type(record)}", source=source, line=line)
+        raise InputError(
+            f"expected an object, got {json_type_name(record)}", source=source, line=line
+        )
     values = []
     for name in FIELDS:
         if name not in record:
@@ -57,7 +60,10 @@ def _pair(record: object, source: str, line: int) -> Pair:
         value = record[name]
         if not isinstance(value, str):
             raise InputError(
-                f"must be a string, got {_json_type(value)}", source=source, line=line, field=name
+                f"must be a string, got {json_type_name(value)}",
+                source=source,
+                line=line,
+                field=name,
             )
         values.append(value)
     return Pair(values[0], values[1])
@@ -139,7 +145,9 @@ def _from_json_array(text: str, source: str) -> list[Pair]:
     except ValueError as exc:
         raise InputError(f"invalid JSON: {exc}", source=source) from None
     if not isinstance(data, list):
-        raise InputError(f"expected a JSON array, got {_json_type(data)}", source=source, line=1)
+        raise InputError(
+            f"expected a JSON array, got {json_type_name(data)}", source=source, line=1
+        )
     # Walk the array once more with raw_decode to learn where each element starts, so an error
     # can name its line; only done when an element is bad, so the happy path stays one parse.
     pairs: list[Pair] = []

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal
 
+from producer.inputs import json_type_name
 from workers.errors import InputError
 
 SCORES = (1, 2, 3, 4, 5)
@@ -64,14 +65,19 @@ def error_kind(error: str | None) -> str:
 def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeRecord:
     """Validate one record of a results file; errors name ``source``, ``line`` and field."""
     if not isinstance(raw, Mapping):
-        raise InputError(f"expected a JSON object, got {_type_name(raw)}", source=source, line=line)
+        raise InputError(
+            f"expected a JSON object, got {json_type_name(raw)}", source=source, line=line
+        )
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise InputError("missing", source=source, line=line, field=key)
     for key in ("instruction", "generation", "model"):
         if not isinstance(raw[key], str):
             raise InputError(
-                f"must be a string, got {_type_name(raw[key])}", source=source, line=line, field=key
+                f"must be a string, got {json_type_name(raw[key])}",
+                source=source,
+                line=line,
+                field=key,
             )
     if not raw["model"].strip():
         raise InputError("must not be empty", source=source, line=line, field="model")
@@ -114,22 +120,6 @@ def _parse_tokens(raw: Mapping[str, Any], key: str, *, source: str, line: int | 
             f"must be a non-negative integer, got {value!r}", source=source, line=line, field=key
         )
     return value
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
 
 
 # --------------------------------------------------------------------------- pairs

@@ -230,8 +230,9 @@ def collect(
 
 def summarize(records: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:
     """Per model: items, scored, errors by kind, attempts and tokens."""
-    per_model: dict[str, dict[str, Any]] = {
-        name: {
+
+    def empty() -> dict[str, Any]:
+        return {
             "items": 0,
             "scored": 0,
             "errors": {},
@@ -240,21 +241,10 @@ def summarize(records: list[dict[str, Any]], models: list[str]) -> dict[str, Any
             "input_tokens": 0,
             "output_tokens": 0,
         }
-        for name in models
-    }
+
+    per_model = {name: empty() for name in models}
     for record in records:
-        entry = per_model.setdefault(
-            record["model"],
-            {
-                "items": 0,
-                "scored": 0,
-                "errors": {},
-                "attempts": 0,
-                "cached": 0,
-                "input_tokens": 0,
-                "output_tokens": 0,
-            },
-        )
+        entry = per_model.setdefault(record["model"], empty())
         entry["items"] += 1
         entry["attempts"] += int(record.get("_attempts", 1))
         entry["cached"] += int(bool(record.get("_cached")))

@@ -10,6 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx2
+
 from workers.errors import ProviderError
 from workers.models import SIMULATED_KEY, ModelSpec
 from workers.settings import get_settings
@@ -33,6 +35,13 @@ class JudgeClient(Protocol):
 
 _clients: dict[ModelSpec, JudgeClient] = {}
 _lock = threading.Lock()
+
+
+def pool_limits(spec: ModelSpec) -> httpx2.Limits:
+    """Keep a connection alive per worker thread, so calls reuse them instead of reconnecting."""
+    return httpx2.Limits(
+        max_connections=spec.concurrency * 2, max_keepalive_connections=spec.concurrency
+    )
 
 
 def credentials(spec: ModelSpec) -> tuple[str, str | None]:

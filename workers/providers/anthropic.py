@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
-import httpx2
 
 from workers.models import ModelSpec
-from workers.providers import Completion
+from workers.providers import Completion, pool_limits
 from workers.providers.classify import connection_error, from_status, timeout_error
 from workers.verdict_schema import VERDICT_SCHEMA, VERDICT_TOOL
 
@@ -23,12 +22,7 @@ class AnthropicJudge:
             base_url=base_url,
             max_retries=0,
             timeout=spec.timeout,
-            http_client=anthropic.DefaultHttpxClient(
-                limits=httpx2.Limits(
-                    max_connections=spec.concurrency * 2,
-                    max_keepalive_connections=spec.concurrency,
-                )
-            ),
+            http_client=anthropic.DefaultHttpxClient(limits=pool_limits(spec)),
         )
 
     def complete(self, prompt: str) -> Completion:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx2
 import openai
 
 from workers.models import ModelSpec
-from workers.providers import Completion
+from workers.providers import Completion, pool_limits
 from workers.providers.classify import connection_error, from_status, timeout_error
 from workers.verdict_schema import VERDICT_SCHEMA
 
@@ -26,12 +25,7 @@ class OpenAIJudge:
             base_url=base_url,
             max_retries=0,
             timeout=spec.timeout,
-            http_client=openai.DefaultHttpxClient(
-                limits=httpx2.Limits(
-                    max_connections=spec.concurrency * 2,
-                    max_keepalive_connections=spec.concurrency,
-                )
-            ),
+            http_client=openai.DefaultHttpxClient(limits=pool_limits(spec)),
         )
 
     def complete(self, prompt: str) -> Completion:
