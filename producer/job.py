@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery, chord
+from celery import Celery
 
 from producer.inputs import Pair
+from producer.publish import Outgoing, publish_chord
 from workers import jobstate
 from workers.errors import IbtError
 from workers.models import COLLECT_QUEUE, ModelSpec
-from workers.records import ScoreRequest, task_id
+from workers.records import ScoreRequest
 from workers.settings import get_settings
 
 
@@ -70,29 +71,6 @@ def submit(
     )
     if len(first_row) < len(pairs):
         client.set(jobstate.rows_key(job), json.dumps(rows), ex=settings.result_expires)
-    header = []
-    for index in first_row.values():
-        pair = pairs[index]
-        for spec in specs:
-            request = ScoreRequest(
-                job,
-                index,
-                spec.name,
-                pair.instruction,
-                pair.generation,
-                use_cache=use_cache,
-                structured=structured,
-            )
-            header.append(
-                app.signature(
-                    "ibt.score",
-                    args=(request.to_message(),),
-                    task_id=task_id(job, index, spec.name),
-                    queue=spec.queue,
-                    argsrepr=request.summary(),
-                    kwargsrepr="{}",
-                )
-            )
     callback = app.signature(
         "ibt.collect",
         kwargs={"job": job, "models": models},
@@ -100,9 +78,24 @@ def submit(
         queue=COLLECT_QUEUE,
         argsrepr=f"job={job}",
     )
-    backend_without_subscriptions(app)
+
+    def outgoing() -> Iterator[Outgoing]:
+        for index in first_row.values():
+            pair = pairs[index]
+            for spec in specs:
+                request = ScoreRequest(
+                    job,
+                    index,
+                    spec.name,
+                    pair.instruction,
+                    pair.generation,
+                    use_cache=use_cache,
+                    structured=structured,
+                )
+                yield Outgoing(request.task_id, spec.queue, request.to_message(), request.summary())
+
     try:
-        chord(header, app=app)(callback)
+        publish_chord(app, outgoing(), len(first_row) * len(specs), callback, group_id=job)
     except Exception:
         jobstate.set_status(client, job, "failed", error="submission to the broker failed")
         raise

@@ -103,14 +103,20 @@ def test_flower_shows_workers_tasks_and_queues(cluster: Cluster, flower: str) ->
         assert status == 200
         mine = {k: t for k, t in tasks.items() if k.startswith(f"ibt-{job}-")}
         return (
-            mine if len(mine) >= 11 and all(t["state"] == "SUCCESS" for t in mine.values()) else {}
+            mine
+            if len(mine) == 11
+            and all(
+                t["state"] == "SUCCESS" and t.get("name") and t.get("args") for t in mine.values()
+            )
+            else {}
         )
 
     tasks = poll(job_tasks)
     score_tasks = [t for t in tasks.values() if t["name"] == "ibt.score"]
     assert len(score_tasks) == 10
     for task in score_tasks:
-        assert task["args"].startswith(f"job={job} pair=")  # readable summary, not the texts
+        # a readable summary, not the texts
+        assert task["args"].startswith(f"job={job} pair="), task
         assert "flower answer" not in task["args"]
     assert any(t["name"] == "ibt.collect" for t in tasks.values())
 
