@@ -33,6 +33,10 @@ class JudgeClient(Protocol):
         ...
 
 
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
 _clients: dict[ModelSpec, JudgeClient] = {}
 _lock = threading.Lock()
 
@@ -65,7 +69,9 @@ def credentials(spec: ModelSpec) -> tuple[str, str | None]:
         raise ProviderError(
             f"{spec.key_env} is not set in the worker's environment", kind="auth", retryable=False
         )
-    return key, spec.base_url or settings.env(spec.base_url_env)
+    # Always explicit: an empty OPENAI_BASE_URL (as compose passes an unset one) would
+    # otherwise reach the SDK as "" and break every request.
+    return key, spec.base_url or settings.env(spec.base_url_env) or DEFAULT_BASE_URLS[spec.provider]
 
 
 def client_for(spec: ModelSpec) -> JudgeClient:
