@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from workers.jobstate import script
 from workers.models import ModelSpec
 from workers.prompt import template_digest
 
@@ -45,34 +46,37 @@ def cache_key(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def get(client: redis.Redis, key: str) -> dict[str, Any] | None:
-    raw = client.get(CACHE_PREFIX + key)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(str(raw))
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+def lookup(
+    client: redis.Redis, key: str, owner: str, ttl: float, pause_key: str
+) -> tuple[dict[str, Any] | None, bool, bool]:
+    """(cached verdict, whether ``owner`` holds the claim, whether the model is paused).
 
-
-def put(client: redis.Redis, key: str, value: dict[str, Any], ttl: int) -> None:
-    client.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
-
-
-def claim(client: redis.Redis, key: str, owner: str, ttl: float) -> bool:
-    """True if ``owner`` may call the provider for ``key`` now (or already holds the claim).
-
-    The owner is the task id, so a redelivery of a task whose worker died re-takes its own
-    claim at once instead of waiting for it to expire.
+    One round trip for what a task needs to know before it may call the provider. The claim
+    owner is the task id, so a redelivery of a task whose worker died re-takes its own claim
+    at once instead of waiting for it to expire.
     """
-    name = CLAIM_PREFIX + key
-    if client.set(name, owner, nx=True, ex=max(1, int(ttl))):
-        return True
-    return bool(client.get(name) == owner)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(CACHE_PREFIX + key)
+        pipe.set(CLAIM_PREFIX + key, owner, nx=True, ex=max(1, int(ttl)))
+        pipe.get(CLAIM_PREFIX + key)
+        pipe.exists(pause_key)
+        raw, _, holder, paused = pipe.execute()
+    cached = None
+    if raw is not None:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        cached = value if isinstance(value, dict) else None
+    return cached, holder == owner, bool(paused)
 
 
-def release(client: redis.Redis, key: str, owner: str) -> None:
-    name = CLAIM_PREFIX + key
-    if client.get(name) == owner:
-        client.delete(name)
+def settle(
+    client: redis.Redis, key: str, owner: str, value: dict[str, Any] | None, ttl: int
+) -> None:
+    """Store the verdict (if any) and give up the claim, in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        if value is not None:
+            pipe.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
+        script(client, "release_claim")(keys=[CLAIM_PREFIX + key], args=[owner], client=pipe)
+        pipe.execute()

@@ -127,7 +127,7 @@ def record_outcome(
 ) -> bool:
     """Mark (index, model) finished; True the first time. Counts once, tokens always."""
     outcome = "e" if error else "c" if cached else "o"
-    first = _script(client, "record_outcome")(
+    first = script(client, "record_outcome")(
         keys=[done_key(job, model), stats_key(job)],
         args=[index, outcome, model, input_tokens, output_tokens, expires],
     )
@@ -185,7 +185,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
 _SCRIPTS: dict[tuple[int, str], Any] = {}
 
 
-def _script(client: redis.Redis, name: str) -> Any:
+def script(client: redis.Redis, name: str) -> Any:
     """A registered Lua script from ``workers/lua/``; EVALSHA with automatic reload."""
     key = (id(client), name)
     script = _SCRIPTS.get(key)

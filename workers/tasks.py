@@ -59,6 +59,7 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     owner = self.request.id or request.task_id
     record: dict[str, Any] | None = None
     key: str | None = None
+    paused: bool | None = None
     try:
         spec = registry().resolve(request.model)
         if request.structured is not None:
@@ -71,23 +72,23 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
                 request.generation,
                 settings.prompt_file,
             )
-            hit = cache.get(client, key)
+            hit, claimed, paused = cache.lookup(
+                client, key, owner, spec.timeout + 30, ratelimit.PAUSE_PREFIX + spec.name
+            )
             if hit is not None:
                 record = cached_record(request, hit)
-            elif not cache.claim(client, key, owner, spec.timeout + 30):
+            elif not claimed:
                 max_waits = int((spec.timeout + 30) / CLAIM_WAIT_SECONDS) + 1
                 if request.waits < max_waits:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
         if record is None:
-            wait = wait_for_capacity(client, spec, request)
+            wait = wait_for_capacity(client, spec, request, paused)
             if wait > 0:
                 if key is not None:
-                    cache.release(client, key, owner)
+                    cache.settle(client, key, owner, None, settings.cache_ttl)
                 raise self.retry(args=(request.to_message(),), countdown=wait)
             record = judge(request, spec)
-            if key is not None and "error" not in record:
-                cache.put(client, key, cache_value(record), settings.cache_ttl)
     except ConfigError as exc:
         record = error_record(request, f"config: {exc}", kind="config")
     except ProviderError as exc:
@@ -105,7 +106,7 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
             if exc.retry_after:
                 ratelimit.pause(client, spec, exc.retry_after)
             if key is not None:
-                cache.release(client, key, owner)
+                cache.settle(client, key, owner, None, settings.cache_ttl)
             again = replace(request, attempt=request.attempt + 1)
             raise self.retry(args=(again.to_message(),), countdown=delay) from None
         record = provider_error_record(request, exc, request.attempt + 1)
@@ -115,7 +116,8 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
         log.exception("internal error judging %s", request.summary())
         record = error_record(request, f"internal: {exc!r}", kind="internal")
     if key is not None:
-        cache.release(client, key, owner)
+        fresh = "error" not in record and not record.get("_cached")
+        cache.settle(client, key, owner, cache_value(record) if fresh else None, settings.cache_ttl)
     return finish(request, record, started)
 
 
@@ -124,10 +126,14 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
 MAX_INLINE_WAIT = 10.0
 
 
-def wait_for_capacity(client: Any, spec: ModelSpec, request: ScoreRequest) -> float:
+def wait_for_capacity(
+    client: Any, spec: ModelSpec, request: ScoreRequest, paused: bool | None = None
+) -> float:
     """0 once the model's shared limits allow a call (which is then counted), else the
     seconds after which a deferred task should ask again."""
-    if not (spec.rpm or spec.tpm) and client.exists(ratelimit.PAUSE_PREFIX + spec.name) == 0:
+    if paused is None:  # not looked up with the cache
+        paused = bool(client.exists(ratelimit.PAUSE_PREFIX + spec.name))
+    if not (spec.rpm or spec.tpm or paused):
         return 0.0
     tokens = ratelimit.estimate_tokens(request.instruction + request.generation, spec.max_tokens)
     waited = 0.0
@@ -169,22 +175,23 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float) -> dic
         cached=bool(record.get("_cached")),
         expires=settings.result_expires,
     )
-    log.info(
-        json.dumps(
-            {
-                "event": "task_finished",
-                "job": request.job,
-                "pair": request.index,
-                "model": request.model,
-                "attempts": record["_attempts"],
-                "latency_ms": round((time.monotonic() - started) * 1000, 1),
-                "tokens_in": tokens[0],
-                "tokens_out": tokens[1],
-                "cached": bool(record.get("_cached")),
-                "outcome": record.get("_kind", "ok"),
-            }
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            json.dumps(
+                {
+                    "event": "task_finished",
+                    "job": request.job,
+                    "pair": request.index,
+                    "model": request.model,
+                    "attempts": record["_attempts"],
+                    "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                    "tokens_in": tokens[0],
+                    "tokens_out": tokens[1],
+                    "cached": bool(record.get("_cached")),
+                    "outcome": record.get("_kind", "ok"),
+                }
+            )
         )
-    )
     return record
 
 
