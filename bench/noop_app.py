@@ -6,9 +6,8 @@ import os
 
 from celery import Celery
 
-app = Celery(
-    "bench_noop", broker=os.environ["IBT_BROKER_URL"], backend=os.environ["IBT_BROKER_URL"]
-)
+URL = os.environ.get("IBT_BROKER_URL", "redis://127.0.0.1:6379/0")
+app = Celery("bench_noop", broker=URL, backend=URL)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

@@ -198,9 +198,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.hostname or f"{name}@%h",
         "--loglevel",
         args.loglevel,
-        "--task-events",
         "--without-mingle",
     ]
+    if args.events:
+        argv.append("--task-events")
     app.worker_main(argv)
     return 0
 
@@ -316,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--collect-only", action="store_true", help="serve only the callback queue")
     worker.add_argument("--hostname", help="Celery node name (default MODEL@HOST)")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--events",
+        action="store_true",
+        help="send task events from the start (Flower also switches them on by itself)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     report = sub.add_parser("report", help="statistics and agreement of a results file")

@@ -106,6 +106,7 @@ def worker_argv(
     collect: bool = True,
     hostname: str | None = None,
     loglevel: str = "WARNING",
+    events: bool = False,
 ) -> list[str]:
     """The ``ibt worker`` command line for local processes (one place builds it)."""
     argv = [sys.executable, "-m", "producer.cli", "worker", "--loglevel", loglevel]
@@ -117,6 +118,8 @@ def worker_argv(
         argv.append("--no-collect")
     if hostname:
         argv += ["--hostname", hostname]
+    if events:
+        argv.append("--events")
     return argv
 
 

@@ -89,6 +89,7 @@ class Cluster:
             collect=collect,
             hostname=f"{label}-{len(self.workers)}@%h",
             loglevel="INFO",
+            events=True,
         )
         process = spawn(argv, env=self.env(**env), log_path=log)
         self.workers.append((label, process, log))

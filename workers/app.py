@@ -52,9 +52,11 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
         task_routes={"ibt.collect": {"queue": COLLECT_QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        # Flower needs events; they carry task names and the short argsrepr only.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost three extra publishes per task (a third of a worker's CPU at
+        # 200 ms latency, see bench/README.md), so they are off until Flower turns them on
+        # (it broadcasts enable_events); they carry task names and the short argsrepr only.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
