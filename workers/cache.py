@@ -72,11 +72,19 @@ def lookup(
 
 
 def settle(
-    client: redis.Redis, key: str, owner: str, value: dict[str, Any] | None, ttl: int
+    client: redis.Redis,
+    key: str,
+    owner: str,
+    value: dict[str, Any] | None,
+    ttl: int,
+    pipe: redis.client.Pipeline | None = None,
 ) -> None:
-    """Store the verdict (if any) and give up the claim, in one round trip."""
-    with client.pipeline(transaction=False) as pipe:
-        if value is not None:
-            pipe.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
-        script(client, "release_claim")(keys=[CLAIM_PREFIX + key], args=[owner], client=pipe)
+    """Store the verdict (if any) and give up the claim, in one round trip (or queued on
+    ``pipe`` for the caller to send with its other writes)."""
+    own = pipe is None
+    pipe = pipe if pipe is not None else client.pipeline(transaction=False)
+    if value is not None:
+        pipe.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
+    script(client, "release_claim")(keys=[CLAIM_PREFIX + key], args=[owner], client=pipe)
+    if own:
         pipe.execute()

@@ -124,12 +124,18 @@ def record_outcome(
     output_tokens: int,
     cached: bool,
     expires: int,
+    pipe: redis.client.Pipeline | None = None,
 ) -> bool:
-    """Mark (index, model) finished; True the first time. Counts once, tokens always."""
+    """Mark (index, model) finished; True the first time. Counts once, tokens always.
+
+    With ``pipe`` the command is only queued (and the return value means nothing): the
+    worker sends it with its other end-of-task writes in one round trip.
+    """
     outcome = "e" if error else "c" if cached else "o"
     first = script(client, "record_outcome")(
         keys=[done_key(job, model), stats_key(job)],
         args=[index, outcome, model, input_tokens, output_tokens, expires],
+        client=pipe or client,
     )
     return bool(first)
 

@@ -115,10 +115,14 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # a bug here must cost one record, not the whole job
         log.exception("internal error judging %s", request.summary())
         record = error_record(request, f"internal: {exc!r}", kind="internal")
-    if key is not None:
-        fresh = "error" not in record and not record.get("_cached")
-        cache.settle(client, key, owner, cache_value(record) if fresh else None, settings.cache_ttl)
-    return finish(request, record, started)
+    with client.pipeline(transaction=False) as pipe:
+        if key is not None:
+            fresh = "error" not in record and not record.get("_cached")
+            value = cache_value(record) if fresh else None
+            cache.settle(client, key, owner, value, settings.cache_ttl, pipe=pipe)
+        finish(request, record, started, pipe)
+        pipe.execute()
+    return record
 
 
 # Up to this long a worker thread waits for rate-limit capacity itself (its queue serves only
@@ -158,8 +162,8 @@ def cache_value(record: dict[str, Any]) -> dict[str, Any]:
     return {"score": record["score"], "reasoning": record["reasoning"]}
 
 
-def finish(request: ScoreRequest, record: dict[str, Any], started: float) -> dict[str, Any]:
-    """Count the outcome once in the job state, log one line, and return the record."""
+def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: Any) -> None:
+    """Queue the outcome's count on ``pipe`` and log one line."""
     settings = get_settings()
     record["_i"] = request.index
     record["_attempts"] = request.attempt + (0 if record.get("_cached") else 1)
@@ -174,6 +178,7 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float) -> dic
         output_tokens=tokens[1],
         cached=bool(record.get("_cached")),
         expires=settings.result_expires,
+        pipe=pipe,
     )
     if log.isEnabledFor(logging.INFO):
         log.info(
@@ -192,7 +197,6 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float) -> dic
                 }
             )
         )
-    return record
 
 
 @app.task(name="ibt.collect", bind=True, acks_late=True)
