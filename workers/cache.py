@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from workers.jobstate import script
+from workers.jobstate import queue_script
 from workers.models import ModelSpec
 from workers.prompt import template_digest
 
@@ -85,6 +85,6 @@ def settle(
     pipe = pipe if pipe is not None else client.pipeline(transaction=False)
     if value is not None:
         pipe.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
-    script(client, "release_claim")(keys=[CLAIM_PREFIX + key], args=[owner], client=pipe)
+    queue_script(pipe, "release_claim", [CLAIM_PREFIX + key], [owner])
     if own:
         pipe.execute()

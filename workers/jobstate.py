@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,12 @@ def record_outcome(
     worker sends it with its other end-of-task writes in one round trip.
     """
     outcome = "e" if error else "c" if cached else "o"
-    first = script(client, "record_outcome")(
-        keys=[done_key(job, model), stats_key(job)],
-        args=[index, outcome, model, input_tokens, output_tokens, expires],
-        client=pipe or client,
-    )
-    return bool(first)
+    keys = [done_key(job, model), stats_key(job)]
+    args = [index, outcome, model, input_tokens, output_tokens, expires]
+    if pipe is not None:
+        queue_script(pipe, "record_outcome", keys, args)
+        return False
+    return bool(script(client, "record_outcome")(keys=keys, args=args))
 
 
 def record_retry(client: redis.Redis, job: str, model: str, expires: int) -> None:
@@ -191,11 +192,24 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
 _SCRIPTS: dict[tuple[int, str], Any] = {}
 
 
+@cache
+def script_text(name: str) -> str:
+    return (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
+
+
+def queue_script(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
+    """Queue a Lua script on a pipeline as EVAL with its text.
+
+    redis-py's Script objects make every ``execute()`` of a pipeline send an extra
+    ``SCRIPT EXISTS`` round trip first; the text costs a few hundred bytes instead.
+    """
+    pipe.eval(script_text(name), len(keys), *keys, *args)
+
+
 def script(client: redis.Redis, name: str) -> Any:
     """A registered Lua script from ``workers/lua/``; EVALSHA with automatic reload."""
     key = (id(client), name)
     script = _SCRIPTS.get(key)
     if script is None:
-        text = (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
-        script = _SCRIPTS[key] = client.register_script(text)
+        script = _SCRIPTS[key] = client.register_script(script_text(name))
     return script
