@@ -15,7 +15,7 @@ from producer.inputs import load_pairs
 from producer.output import write_results
 from producer.progress import LiveProgress, console, print_summary
 from workers.errors import IbtError, InputError
-from workers.models import COLLECT_QUEUE
+from workers.models import COLLECT_QUEUE, queue_name
 from workers.settings import get_settings
 
 PASS_THROUGH = ("flower", "simulator")
@@ -152,16 +152,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"[red]job {args.job} is unknown to this broker[/]")
         return 1
     table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
-    for column in ("model", "done", "pending", "errors", "retries", "tokens in", "tokens out"):
+    columns = ("model", "done", "pending", "errors", "retries", "queue", "tokens in", "tokens out")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in snapshot.models:
         entry = snapshot.per_model[model]
+        # Messages waiting in the model's queue now, from every job (Celery's Redis queues
+        # are plain lists named after the queue).
+        queued = client.llen(queue_name(model))
         table.add_row(
             model,
             str(entry.done),
             str(snapshot.unique - entry.done),
             str(entry.errors),
             str(entry.retries),
+            str(queued),
             f"{entry.input_tokens:,}",
             f"{entry.output_tokens:,}",
         )

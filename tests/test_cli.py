@@ -159,6 +159,7 @@ def test_no_wait_then_status_and_result(cluster: Cluster, tmp_path: Path) -> Non
     jobs.wait(cluster.app, job, poll_interval=0.1)
     status = ibt("status", job, env=env)
     assert status.returncode == 0 and "done" in status.stderr and "gpt-test" in status.stderr
+    assert "queue" in status.stderr and "4/4" in status.stderr
     fetched = ibt("result", job, "-o", str(tmp_path / "r.jsonl"), env=env)
     assert fetched.returncode == 0, fetched.stderr
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]

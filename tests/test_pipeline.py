@@ -198,3 +198,17 @@ def test_structured_falls_back_to_text_when_refused(cluster: Cluster) -> None:
     ]
     statuses = [(e["structured"], e["status"]) for e in cluster.simulator.stats()["log"]]
     assert sorted(statuses) == [(False, 200)] * 3 + [(True, 400)] * 3
+
+
+def test_workers_log_one_structured_line_per_task(cluster: Cluster) -> None:
+    result = run(cluster, make_pairs(3, "logline"), [OPENAI_MODEL])
+    lines = [
+        json.loads(line[line.index("{") :])
+        for line in cluster.logs().splitlines()
+        if '"task_finished"' in line and result.job in line
+    ]
+    assert sorted(entry["pair"] for entry in lines) == [0, 1, 2]
+    for entry in lines:
+        assert entry["model"] == OPENAI_MODEL and entry["outcome"] == "ok"
+        assert entry["attempts"] == 1 and entry["tokens_in"] > 0 and entry["latency_ms"] >= 0
+    assert "Question logline" not in cluster.logs()  # no text in logs

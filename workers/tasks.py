@@ -31,6 +31,9 @@ from workers.retry import retry_delay
 from workers.settings import get_settings
 
 log = logging.getLogger("ibt.worker")
+# Celery logs every success at INFO with the task's return value, which holds the pair's
+# texts; our own one-line JSON record (below) replaces it, without texts.
+logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 
 @memoize
