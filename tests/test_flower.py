@@ -85,6 +85,13 @@ def flower(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_flower_shows_workers_tasks_and_queues(cluster: Cluster, flower: str) -> None:
+    # Flower sees task events only once its event consumer is live; it is when it has heard
+    # every worker's heartbeat (an event too).
+    def all_online() -> bool:
+        status, online = get(flower + "/api/workers?status=1")
+        return status == 200 and len(online) >= 2 and all(online.values())
+
+    poll(all_online)
     pairs = [Pair(f"flower question {i}", f"flower answer {i}") for i in range(5)]
     specs = ModelRegistry().resolve_all([OPENAI_MODEL, ANTHROPIC_MODEL])
     job = jobs.submit(cluster.app, pairs, specs)
