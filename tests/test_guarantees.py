@@ -34,8 +34,9 @@ def fresh_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cl
     valkey.start()
     sim = SimulatorProcess(latency=latency, api_key=TEST_KEY)
     sim.start()
-    # A dead worker's messages come back after the visibility timeout; keep it short here.
-    cluster = Cluster(valkey, sim, tmp_path, env_overrides={"IBT_VISIBILITY_TIMEOUT": "4"})
+    # A dead worker's messages come back after the visibility timeout; keep it short here,
+    # but not so short that a message merely waiting in a loaded worker comes back too.
+    cluster = Cluster(valkey, sim, tmp_path, env_overrides={"IBT_VISIBILITY_TIMEOUT": "10"})
     yield cluster
     cluster.stop()
     sim.stop()
@@ -96,6 +97,7 @@ def test_worker_killed_mid_job_loses_nothing(fresh_cluster: Cluster) -> None:
 @pytest.mark.parametrize("fresh_cluster", [0.2], indirect=True)
 def test_broker_restart_mid_job(fresh_cluster: Cluster) -> None:
     cluster = fresh_cluster
+    cluster.env_overrides["IBT_VISIBILITY_TIMEOUT"] = "60"  # nobody dies here
     cluster.start_worker([OPENAI_MODEL], concurrency=16)
     cluster.wait_ready(1)
     pairs = pairs_of(300, "restart")
