@@ -91,13 +91,6 @@ class ValkeyProcess:
             stop(self.process)
             self.process = None
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would (for fault tests)."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
 
 def worker_argv(
     models: Sequence[str],
