@@ -177,6 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker for the models' queues with a thread pool sized from the registry."""
     from workers.app import app
+    from workers.broker import use_in_worker
 
     queues: list[str] = []
     concurrency = args.concurrency
@@ -207,6 +208,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.events:
         argv.append("--task-events")
+    use_in_worker(app)
     app.worker_main(argv)
     return 0
 

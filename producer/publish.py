@@ -73,6 +73,9 @@ def _envelope(
         chord=chord_body,
         argsrepr=task.argsrepr,
         kwargsrepr="{}",
+        # The chord collects each record through its own join list; a per-task result key
+        # (a GET and a SET+PUBLISH per task, and Redis memory) would be read by no one.
+        ignore_result=True,
     )
     properties.update(
         delivery_mode=2,

@@ -13,7 +13,8 @@ from producer.local import ValkeyProcess
 from workers import ratelimit
 from workers.models import ModelSpec
 
-SPEC = ModelSpec(name="gpt-limited", provider="openai", model="gpt-limited", rpm=40, tpm=None)
+# rps high enough that only the minute's budget binds within the test's two seconds.
+SPEC = ModelSpec(name="gpt-limited", provider="openai", model="gpt-limited", rpm=40, rps=1000)
 
 
 def grab(url: str, spec: ModelSpec, seconds: float, start, results) -> None:  # type: ignore[no-untyped-def]
@@ -36,12 +37,13 @@ def valkey(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     server.stop()
 
 
-def test_concurrent_processes_never_exceed_the_budget(valkey: ValkeyProcess) -> None:
+def contend(url: str, spec: ModelSpec, seconds: float) -> list[int]:
+    """Requests granted to each of 4 processes that ask as fast as they can for ``seconds``."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     start = context.Barrier(5)
     workers = [
-        context.Process(target=grab, args=(valkey.url, SPEC, 2.0, start, results)) for _ in range(4)
+        context.Process(target=grab, args=(url, spec, seconds, start, results)) for _ in range(4)
     ]
     for process in workers:
         process.start()
@@ -49,8 +51,22 @@ def test_concurrent_processes_never_exceed_the_budget(valkey: ValkeyProcess) -> 
     granted = [results.get(timeout=60) for _ in workers]
     for process in workers:
         process.join(timeout=30)
+    return granted
+
+
+def test_concurrent_processes_never_exceed_the_budget(valkey: ValkeyProcess) -> None:
+    granted = contend(valkey.url, SPEC, 2.0)
     assert sum(granted) == SPEC.rpm  # the whole budget, and not one request more
     assert sum(1 for g in granted if g > 0) >= 2  # they really competed for it
+
+
+def test_a_minutes_budget_is_spread_over_the_minute(valkey: ValkeyProcess) -> None:
+    spec = ModelSpec(name="gpt-spread", provider="openai", model="gpt-spread", rpm=6000)
+    assert ratelimit.per_second(spec) is not None
+    # Half a second inside one 1 s window: exactly rpm/60 leave, not the minute's 6,000.
+    granted = contend(valkey.url, spec, 0.5)
+    assert sum(granted) == 100
+    assert sum(1 for g in granted if g > 0) >= 2
 
 
 def test_token_budget(valkey: ValkeyProcess) -> None:

@@ -47,6 +47,9 @@ class ModelSpec:
     max_input_chars: int = 200_000
     rpm: int | None = None
     tpm: int | None = None
+    # Requests allowed in any one second; None means rpm/60 rounded up, so a minute's budget
+    # is spread over the minute instead of leaving in one burst (see workers/ratelimit.py).
+    rps: int | None = None
     structured: bool = False
     # When a server refuses structured output (HTTP 400): "text" asks again in text mode,
     # "error" makes the item an error record.
@@ -87,12 +90,13 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_input_chars": (int,),
     "rpm": (int,),
     "tpm": (int,),
+    "rps": (int,),
     "structured": (bool,),
     "structured_fallback": (str,),
     "input_price_per_mtok": (int, float),
     "output_price_per_mtok": (int, float),
 }
-_POSITIVE = {"concurrency", "timeout", "max_tokens", "max_input_chars", "rpm", "tpm"}
+_POSITIVE = {"concurrency", "timeout", "max_tokens", "max_input_chars", "rpm", "tpm", "rps"}
 _NON_NEGATIVE = {"max_retries", "input_price_per_mtok", "output_price_per_mtok"}
 _SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
 

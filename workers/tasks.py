@@ -52,7 +52,7 @@ def _redis() -> Any:
 CLAIM_WAIT_SECONDS = 2.0
 
 
-@app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None)
+@app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Judge one (pair, model). Never raises: every outcome is a record the chord collects."""
     settings = get_settings()
@@ -140,7 +140,7 @@ def wait_for_capacity(
     seconds after which a deferred task should ask again."""
     if paused is None:  # not looked up with the cache
         paused = bool(client.exists(ratelimit.PAUSE_PREFIX + spec.name))
-    if not (spec.rpm or spec.tpm or paused):
+    if not (spec.rpm or spec.tpm or spec.rps or paused):
         return 0.0
     tokens = ratelimit.estimate_tokens(request.instruction + request.generation, spec.max_tokens)
     waited = 0.0
