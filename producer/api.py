@@ -88,7 +88,7 @@ def score_pairs(
         job = jobs.submit(current.app, checked, specs)
         return jobs.wait(
             current.app, job, on_progress=on_progress, check_alive=current.check_alive
-        ).results
+        ).results  # read while the (maybe embedded) broker is still up
 
 
 class ParallelExecutor:

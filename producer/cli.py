@@ -107,9 +107,10 @@ def _run(  # type: ignore[no-untyped-def]
             result = jobs.wait(
                 current.app, job, on_progress=live.update, check_alive=current.check_alive
             )
-    write_results(result.results, output)
+        # Inside the session: the records stream from the (maybe embedded) broker.
+        write_results(result.records(), output)
     if output not in (None, "-"):
-        console.print(f"wrote {len(result.results)} records to {output}")
+        console.print(f"wrote {result.count} records to {output}")
     print_summary(job, result.summary, time.monotonic() - started)
     return 0
 
@@ -135,7 +136,7 @@ def cmd_result(args: argparse.Namespace) -> int:
             f"job {args.job} is still {snapshot.status}: {snapshot.done}/{snapshot.total}"
         )
         return 3
-    write_results(result.results, args.output)
+    write_results(result.records(), args.output)
     print_summary(args.job, result.summary)
     return 0
 

@@ -6,9 +6,10 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from celery import Celery
 
 from producer.inputs import Pair
@@ -26,9 +27,24 @@ class JobFailed(IbtError):
 
 @dataclass(frozen=True)
 class JobResult:
+    """A finished job: its summary, and its records, which stay in Redis until read."""
+
     job: str
-    results: list[dict[str, Any]]
     summary: dict[str, Any]
+    client: redis.Redis = field(repr=False)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The documented list in input order, streamed a batch at a time."""
+        return jobstate.iter_records(self.client, self.job)
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The whole list in memory: fine for small jobs; stream large ones with records()."""
+        return list(self.records())
+
+    @property
+    def count(self) -> int:
+        return int(self.summary["rows"]) * len(self.summary["models"])
 
 
 def new_job_id() -> str:
@@ -168,5 +184,5 @@ def fetch(app: Celery, job: str) -> JobResult | None:
         raise JobFailed(f"job {job}: the collect callback failed: {meta.get('result')!r}")
     if state != "SUCCESS":
         return None
-    payload = meta["result"]
-    return JobResult(job=job, results=payload["results"], summary=payload["summary"])
+    client = jobstate.client_for_url(app.conf.result_backend)
+    return JobResult(job=job, summary=meta["result"]["summary"], client=client)

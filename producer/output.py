@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def write_results(results: Iterable[dict[str, Any]], path: str | None) -> None:
@@ -18,8 +18,7 @@ def write_results(results: Iterable[dict[str, Any]], path: str | None) -> None:
     truncated output that looks complete.
     """
     if path in (None, "-"):
-        json.dump(list(results), sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        write_json_array(results, sys.stdout)
         sys.stdout.flush()
         return
     target = Path(path)
@@ -33,9 +32,22 @@ def write_results(results: Iterable[dict[str, Any]], path: str | None) -> None:
                     handle.write(json.dumps(record, ensure_ascii=False))
                     handle.write("\n")
             else:
-                json.dump(list(results), handle, ensure_ascii=False, indent=2)
-                handle.write("\n")
+                write_json_array(results, handle)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_array(results: Iterable[dict[str, Any]], handle: TextIO) -> int:
+    """Write ``results`` as an indented JSON array one record at a time (the list is never
+    held whole); the text is what ``json.dump(list(results), indent=2)`` writes."""
+    count = 0
+    for record in results:
+        handle.write(",\n" if count else "[\n")
+        # Only structural line breaks are raw "\n" (json escapes those inside strings);
+        # textwrap.indent would also split at U+2028 and friends inside a text.
+        handle.write("  " + json.dumps(record, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+        count += 1
+    handle.write("\n]\n" if count else "[]\n")
+    return count

@@ -99,6 +99,8 @@ def print_summary(job: str, summary: dict[str, Any], elapsed: float | None = Non
             f"{entry['output_tokens']:,}",
         )
     console.print(table)
+    if summary.get("lost"):
+        console.print(f"[red]{summary['lost']} records were lost (shown as error records)[/]")
     if elapsed:
         rate = summary["items"] / elapsed if elapsed else 0.0
         console.print(f"{summary['items']} items in {elapsed:.1f}s ({rate:.1f} items/s)")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from producer import job as jobs
 from producer.inputs import Pair
@@ -212,3 +213,35 @@ def test_workers_log_one_structured_line_per_task(cluster: Cluster) -> None:
         assert entry["model"] == OPENAI_MODEL and entry["outcome"] == "ok"
         assert entry["attempts"] == 1 and entry["tokens_in"] > 0 and entry["latency_ms"] >= 0
     assert "Question logline" not in cluster.logs()  # no text in logs
+
+
+def test_texts_are_kept_once_and_streamed_not_carried_by_the_chord(cluster: Cluster) -> None:
+    """Each record lives in the job's records hash only; the chord and the callback's result
+    carry short outcomes, so no process or key holds a whole job's texts at once."""
+    pairs = make_pairs(6, "stream")
+    result = run(cluster, pairs, [OPENAI_MODEL, ANTHROPIC_MODEL])
+    assert [r["instruction"] for r in result.records()] == [
+        p.instruction for p in pairs for _ in range(2)
+    ]
+    client = redis.Redis.from_url(cluster.url)
+    marker = pairs[3].instruction.encode()
+    holders = set()
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"hash":
+            values = list(client.hvals(key))
+        elif kind == b"list":
+            values = list(client.lrange(key, 0, -1))
+        elif kind == b"zset":
+            values = list(client.zrange(key, 0, -1))
+        else:
+            continue
+        if any(marker in value for value in values):
+            holders.add(key.decode())
+    assert holders == {
+        f"ibt:job:{result.job}:records:{OPENAI_MODEL}",
+        f"ibt:job:{result.job}:records:{ANTHROPIC_MODEL}",
+    }
+    assert "results" not in json.dumps(result.summary)

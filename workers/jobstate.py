@@ -1,15 +1,17 @@
 """A job's own state in Redis: what was submitted, what is done, what it cost.
 
-Progress is kept in hashes keyed by pair index, so a redelivered or retried task that
-records its outcome twice still counts once. The producer polls these few keys instead of
-following Celery results (``AsyncResult.get(follow_parents=True)`` re-reads every header
-result on each message and was measured to cut throughput to about a fifth).
+Each finished (pair, model) leaves its record in a hash keyed by pair index, so a redelivered
+or retried task that reports twice still counts once, and the output is streamed from there.
+The producer polls these few keys instead of following Celery results
+(``AsyncResult.get(follow_parents=True)`` re-reads every header result on each message and
+was measured to cut throughput to about a fifth).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -20,18 +22,21 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 PREFIX = "ibt:job:"
+# Rows read per round trip when streaming a job's records.
+READ_BATCH = 1000
 
 
 def meta_key(job: str) -> str:
     return f"{PREFIX}{job}"
 
 
-def done_key(job: str, model: str) -> str:
-    return f"{PREFIX}{job}:done:{model}"
-
-
 def stats_key(job: str) -> str:
     return f"{PREFIX}{job}:stats"
+
+
+def records_key(job: str, model: str) -> str:
+    """Pair index → the public record (JSON) of that pair under ``model``."""
+    return f"{PREFIX}{job}:records:{model}"
 
 
 def rows_key(job: str) -> str:
@@ -125,20 +130,75 @@ def record_outcome(
     output_tokens: int,
     cached: bool,
     expires: int,
+    record: str,
     pipe: redis.client.Pipeline | None = None,
 ) -> bool:
-    """Mark (index, model) finished; True the first time. Counts once, tokens always.
+    """Mark (index, model) finished with ``record`` (public JSON); True the first time.
 
+    Counts and keeps the record once, tokens always.
     With ``pipe`` the command is only queued (and the return value means nothing): the
     worker sends it with its other end-of-task writes in one round trip.
     """
     outcome = "e" if error else "c" if cached else "o"
-    keys = [done_key(job, model), stats_key(job)]
-    args = [index, outcome, model, input_tokens, output_tokens, expires]
+    keys = [records_key(job, model), stats_key(job)]
+    args = [index, outcome, model, input_tokens, output_tokens, expires, record]
     if pipe is not None:
         queue_script(pipe, "record_outcome", keys, args)
         return False
     return bool(script(client, "record_outcome")(keys=keys, args=args))
+
+
+def job_rows(client: redis.Redis, job: str, pairs: int) -> list[int]:
+    """Row → the row whose verdict it carries (itself unless its pair came earlier)."""
+    raw = client.get(rows_key(job))
+    return json.loads(str(raw)) if raw else list(range(pairs))
+
+
+def missing_records(
+    client: redis.Redis, job: str, models: list[str], rows: list[int]
+) -> list[tuple[int, str]]:
+    """(index, model) of every judged pair that has no record: what the output would lack."""
+    firsts = sorted(set(rows))
+    missing = []
+    for model in models:
+        for start in range(0, len(firsts), READ_BATCH):
+            batch = firsts[start : start + READ_BATCH]
+            present: list[Any] = client.hmget(records_key(job, model), batch)  # type: ignore[arg-type,assignment]
+            missing += [(i, model) for i, p in zip(batch, present, strict=True) if p is None]
+    return missing
+
+
+def iter_records(client: redis.Redis, job: str) -> Iterator[dict[str, Any]]:
+    """The job's documented list in input order (row, then model), a batch at a time.
+
+    The records stay in Redis until read, so neither a worker nor the producer ever holds
+    a whole job's list (10^5 rows x 2 models is ~250 MB of JSON).
+    """
+    meta = read_meta(client, job) or {}
+    models: list[str] = json.loads(meta.get("models", "[]"))
+    rows = job_rows(client, job, int(meta.get("pairs", 0)))
+    for start in range(0, len(rows), READ_BATCH):
+        batch = rows[start : start + READ_BATCH]
+        with client.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.hmget(records_key(job, model), batch)  # type: ignore[arg-type]
+            columns = pipe.execute()
+        for position in range(len(batch)):
+            for model, column in zip(models, columns, strict=True):
+                raw = column[position]
+                yield json.loads(raw) if raw is not None else lost_record(model)
+
+
+def lost_record(model: str) -> dict[str, Any]:
+    """What a row shows if its record is gone; a finished job never has one (see collect)."""
+    return {
+        "reasoning": None,
+        "score": None,
+        "instruction": None,
+        "generation": None,
+        "model": model,
+        "error": "lost: no result was recorded",
+    }
 
 
 def record_retry(client: redis.Redis, job: str, model: str, expires: int) -> None:

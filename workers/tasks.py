@@ -53,8 +53,9 @@ CLAIM_WAIT_SECONDS = 2.0
 
 
 @app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
-def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
-    """Judge one (pair, model). Never raises: every outcome is a record the chord collects."""
+def score(self: Task, message: dict[str, Any]) -> list[Any]:
+    """Judge one (pair, model). Never raises: every outcome is a record in the job's state,
+    and its short ``outcome`` is what the chord collects."""
     settings = get_settings()
     request = ScoreRequest.from_message(message)
     started = time.monotonic()
@@ -125,7 +126,7 @@ def score(self: Task, message: dict[str, Any]) -> dict[str, Any]:
             cache.settle(client, key, owner, value, settings.cache_ttl, pipe=pipe)
         finish(request, record, started, pipe)
         pipe.execute()
-    return record
+    return outcome(request, record)
 
 
 # Up to this long a worker thread waits for rate-limit capacity itself (its queue serves only
@@ -166,9 +167,8 @@ def cache_value(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: Any) -> None:
-    """Queue the outcome's count on ``pipe`` and log one line."""
+    """Queue the record and its count on ``pipe``, and log one line."""
     settings = get_settings()
-    record["_i"] = request.index
     record["_attempts"] = request.attempt + (0 if record.get("_cached") else 1)
     tokens = record.get("_tokens") or [0, 0]
     jobstate.record_outcome(
@@ -181,6 +181,7 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
         output_tokens=tokens[1],
         cached=bool(record.get("_cached")),
         expires=settings.result_expires,
+        record=json.dumps(public(record), ensure_ascii=False),
         pipe=pipe,
     )
     if log.isEnabledFor(logging.INFO):
@@ -203,46 +204,50 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
 
 
 @app.task(name="ibt.collect", bind=True, acks_late=True)
-def collect(
-    self: Task, records: list[dict[str, Any]], job: str, models: list[str]
-) -> dict[str, Any]:
-    """Chord callback: the documented list in input order, and the run summary.
+def collect(self: Task, outcomes: list[list[Any]], job: str, models: list[str]) -> dict[str, Any]:
+    """Chord callback: close the job once every (pair, model) has reported.
 
-    Records are keyed by (pair, model), so a duplicate delivery cannot add a row; rows whose
-    pair repeats an earlier one get a copy of that pair's verdict.
+    The records themselves are already in the job's records hashes (one per model, keyed by
+    pair index), where the producer streams the documented list from; the chord carries only
+    each task's short outcome, so nothing here grows with the texts. Outcomes are keyed by
+    (pair, model), so a duplicate delivery cannot count twice.
     """
-    by_item: dict[tuple[int, str], dict[str, Any]] = {}
-    for record in records:
-        by_item.setdefault((int(record["_i"]), record["model"]), record)
+    by_item: dict[tuple[int, str], list[Any]] = {}
+    for outcome in outcomes:
+        by_item.setdefault((int(outcome[0]), str(outcome[1])), outcome)
     client = _redis()
-    raw_rows = client.get(jobstate.rows_key(job))
-    rows: list[int] = json.loads(raw_rows) if raw_rows else sorted({i for i, _ in by_item})
-    results = []
-    for row, first in enumerate(rows):
-        for model in models:
-            found = by_item.get((first, model))
-            # A complete chord always has the record; never drop a row silently all the same.
-            record = (
-                found
-                if found is not None
-                else {
-                    "reasoning": None,
-                    "score": None,
-                    "instruction": None,
-                    "generation": None,
-                    "model": model,
-                    "error": "lost: no result was recorded",
-                }
-            )
-            results.append(public(record) if row == first else dict(public(record)))
+    meta = jobstate.read_meta(client, job) or {}
+    rows = jobstate.job_rows(client, job, int(meta.get("pairs", 0)))
+    # A complete chord always has every record; never let a row go silently all the same.
+    lost = jobstate.missing_records(client, job, models, rows)
+    for index, model in lost:
+        record = jobstate.lost_record(model)
+        client.hsetnx(jobstate.records_key(job, model), str(index), json.dumps(record))
     summary = summarize(list(by_item.values()), models)
     summary["rows"] = len(rows)
     summary["duplicates"] = sum(1 for row, first in enumerate(rows) if row != first)
+    summary["lost"] = len(lost)
     jobstate.set_status(client, job, "done", finished=time.time(), summary=json.dumps(summary))
-    return {"job": job, "results": results, "summary": summary}
+    return {"job": job, "summary": summary}
 
 
-def summarize(records: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:
+def outcome(request: ScoreRequest, record: dict[str, Any]) -> list[Any]:
+    """What the chord carries for one task: [pair, model, attempts, error kind or None,
+    cached, input tokens, output tokens]."""
+    tokens = record.get("_tokens") or [0, 0]
+    kind = record.get("_kind", "error") if "error" in record else None
+    return [
+        request.index,
+        request.model,
+        record["_attempts"],
+        kind,
+        bool(record.get("_cached")),
+        tokens[0],
+        tokens[1],
+    ]
+
+
+def summarize(outcomes: list[list[Any]], models: list[str]) -> dict[str, Any]:
     """Per model: items, scored, errors by kind, attempts and tokens."""
 
     def empty() -> dict[str, Any]:
@@ -257,17 +262,15 @@ def summarize(records: list[dict[str, Any]], models: list[str]) -> dict[str, Any
         }
 
     per_model = {name: empty() for name in models}
-    for record in records:
-        entry = per_model.setdefault(record["model"], empty())
+    for _, model, attempts, kind, cached, input_tokens, output_tokens in outcomes:
+        entry = per_model.setdefault(model, empty())
         entry["items"] += 1
-        entry["attempts"] += int(record.get("_attempts", 1))
-        entry["cached"] += int(bool(record.get("_cached")))
-        tokens = record.get("_tokens") or [0, 0]
-        entry["input_tokens"] += tokens[0]
-        entry["output_tokens"] += tokens[1]
-        if "error" in record:
-            kind = record.get("_kind", "error")
+        entry["attempts"] += int(attempts)
+        entry["cached"] += int(bool(cached))
+        entry["input_tokens"] += input_tokens
+        entry["output_tokens"] += output_tokens
+        if kind is not None:
             entry["errors"][kind] = entry["errors"].get(kind, 0) + 1
         else:
             entry["scored"] += 1
-    return {"models": per_model, "items": len(records)}
+    return {"models": per_model, "items": len(outcomes)}

@@ -1,8 +1,8 @@
--- Count a finished (pair, model) once, however often a redelivered task reports it.
--- KEYS[1] done hash (pair index -> outcome), KEYS[2] stats hash
+-- Keep and count a finished (pair, model) once, however often a redelivered task reports it.
+-- KEYS[1] records hash (pair index -> public record JSON), KEYS[2] stats hash
 -- ARGV[1] pair index, ARGV[2] outcome letter, ARGV[3] model,
--- ARGV[4] input tokens, ARGV[5] output tokens, ARGV[6] expiry seconds
-local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+-- ARGV[4] input tokens, ARGV[5] output tokens, ARGV[6] expiry seconds, ARGV[7] record
+local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[7])
 if first == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':done', 1)
   if ARGV[2] == 'e' then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':errors', 1) end
