@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -77,14 +77,17 @@ def validate_records(records: Iterable[object], *, source: str = "<python>") -> 
     return pairs
 
 
-def _decode(data: bytes, source: str) -> str:
+def _strip_bom(data: bytes, source: str) -> bytes:
     for bom, name in _BOMS.items():
         if data.startswith(bom):
             raise InputError(
                 f"file is {name} encoded (byte-order mark); save it as UTF-8", source=source
             )
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    return data.removeprefix(b"\xef\xbb\xbf")
+
+
+def _decode(data: bytes, source: str) -> str:
+    data = _strip_bom(data, source)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -98,10 +101,17 @@ def load_pairs(path: str, *, stdin: BinaryIO | None = None) -> list[Pair]:
     """Pairs from a .json / .jsonl / .ndjson / .csv file, or ``-`` for stdin (sniffed)."""
     source = "<stdin>" if path == "-" else path
     try:
+        if path != "-" and Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+            with Path(path).open("rb") as handle:
+                pairs = _from_json_lines(_decoded_lines(handle, source), source)
+            if not pairs:
+                raise InputError("no pairs found", source=source)
+            return pairs
         data = (stdin or sys.stdin.buffer).read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}", source=source) from None
     text = _decode(data, source)
+    del data  # the text alone is what the parsers need; a large input is held once
     if not text.strip():
         raise InputError("no pairs found (the file is empty)", source=source)
     suffix = "" if path == "-" else Path(path).suffix.lower()
@@ -113,15 +123,38 @@ def load_pairs(path: str, *, stdin: BinaryIO | None = None) -> list[Pair]:
     elif suffix == ".csv":
         pairs = _from_csv(text, source)
     else:
-        pairs = _from_json_lines(text, source)
+        pairs = _from_json_lines(_text_lines(text), source)
     if not pairs:
         raise InputError("no pairs found", source=source)
     return pairs
 
 
-def _from_json_lines(text: str, source: str) -> list[Pair]:
+def _decoded_lines(handle: BinaryIO, source: str) -> Iterator[tuple[int, str]]:
+    """A JSON Lines file a line at a time, so it is never held whole (and one non-ASCII
+    character cannot widen a whole file's text to 2-4 bytes a character)."""
+    offset = 0
+    for number, raw in enumerate(handle, 1):
+        data = _strip_bom(raw, source) if number == 1 else raw
+        try:
+            yield number, data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"not valid UTF-8 (byte offset {offset + len(raw) - len(data) + exc.start})",
+                source=source,
+                line=number,
+            ) from None
+        offset += len(raw)
+
+
+def _text_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Numbered lines split at "\n" only: JSON strings may hold U+2028 and friends raw,
+    which ``str.splitlines`` would split at."""
+    yield from enumerate(text.split("\n"), 1)
+
+
+def _from_json_lines(lines: Iterable[tuple[int, str]], source: str) -> list[Pair]:
     pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in lines:
         if not line.strip():
             continue
         try:

@@ -95,6 +95,15 @@ def test_encodings(tmp_path: Path) -> None:
     assert "latin.jsonl:2" in str(info.value) and "UTF-8" in str(info.value)
 
 
+def test_json_lines_split_at_newlines_only(tmp_path: Path) -> None:
+    """U+2028, U+0085 and friends may stand raw inside a JSON string; they end no line."""
+    text = "line\u2028separator\x85next\x1cfile"
+    body = (json.dumps({"instruction": text, "generation": "g"}, ensure_ascii=False) + "\r\n") * 2
+    expected = [Pair(text, "g")] * 2
+    assert load_pairs(write(tmp_path, "seps.jsonl", body.encode())) == expected
+    assert load_pairs(write(tmp_path, "seps.txt", body.encode())) == expected  # sniffed
+
+
 def test_missing_file() -> None:
     with pytest.raises(InputError, match="cannot read file"):
         load_pairs("/nonexistent/pairs.jsonl")
