@@ -1,0 +1,94 @@
+"""A job's records in Redis: kept once, closed by the callback, streamed in input order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from producer.local import ValkeyProcess
+from workers import jobstate, tasks
+
+MODELS = ["gpt-a", "claude-b"]
+
+
+def report(client: redis.Redis, job: str, index: int, model: str, reasoning: str) -> bool:
+    record = {
+        "reasoning": reasoning,
+        "score": "4",
+        "instruction": f"q{index}",
+        "generation": f"a{index}",
+        "model": model,
+    }
+    return jobstate.record_outcome(
+        client,
+        job,
+        model,
+        index,
+        error=False,
+        input_tokens=10,
+        output_tokens=5,
+        cached=False,
+        expires=600,
+        record=json.dumps(record),
+    )
+
+
+def test_a_record_is_kept_and_counted_once_tokens_always(valkey: ValkeyProcess) -> None:
+    client = jobstate.client_for_url(valkey.url)
+    assert report(client, "once", 0, "gpt-a", "first") is True
+    assert report(client, "once", 0, "gpt-a", "redelivered") is False
+    stored = json.loads(str(client.hget(jobstate.records_key("once", "gpt-a"), "0")))
+    assert stored["reasoning"] == "first"
+    stats = client.hgetall(jobstate.stats_key("once"))
+    assert stats["gpt-a:done"] == "1" and stats["gpt-a:in"] == "20"
+
+
+def test_collect_closes_the_job_and_fills_a_missing_row(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = jobstate.client_for_url(valkey.url)
+    job = "closing"
+    jobstate.register(client, job, models=MODELS, pairs=3, unique=2, expires=600, extra={})
+    client.set(jobstate.rows_key(job), json.dumps([0, 1, 0]))  # row 2 repeats row 0's pair
+    outcomes = []
+    for index, model in [(0, "gpt-a"), (0, "claude-b"), (1, "gpt-a")]:  # (1, claude-b) lost
+        report(client, job, index, model, f"r{index}{model}")
+        outcomes.append([index, model, 1, None, False, 10, 5])
+    outcomes.append(outcomes[0])  # a duplicate delivery counts once
+    monkeypatch.setattr(tasks, "_redis", lambda: client)
+
+    closed = tasks.collect.run(outcomes, job, MODELS)
+
+    summary = closed["summary"]
+    assert summary["lost"] == 1 and summary["rows"] == 3 and summary["duplicates"] == 1
+    assert summary["models"]["gpt-a"]["items"] == 2
+    assert summary["models"]["claude-b"]["items"] == 1
+    assert "results" not in closed
+    assert jobstate.progress(client, job).status == "done"  # type: ignore[union-attr]
+    rows = list(jobstate.iter_records(client, job))
+    assert [(r["instruction"], r["model"]) for r in rows] == [
+        ("q0", "gpt-a"),
+        ("q0", "claude-b"),
+        ("q1", "gpt-a"),
+        (None, "claude-b"),
+        ("q0", "gpt-a"),
+        ("q0", "claude-b"),
+    ]
+    assert rows[3]["error"].startswith("lost")
+    assert rows[4] == rows[0]
+
+
+def test_records_stream_in_batches_in_input_order(valkey: ValkeyProcess) -> None:
+    client = jobstate.client_for_url(valkey.url)
+    job = "streamed"
+    pairs = 2 * jobstate.READ_BATCH + 7
+    jobstate.register(
+        client, job, models=["gpt-a"], pairs=pairs, unique=pairs, expires=600, extra={}
+    )
+    for index in reversed(range(pairs)):  # finishing order is not input order
+        report(client, job, index, "gpt-a", "r")
+    assert [r["instruction"] for r in jobstate.iter_records(client, job)] == [
+        f"q{i}" for i in range(pairs)
+    ]
