@@ -92,3 +92,35 @@ def test_records_stream_in_batches_in_input_order(valkey: ValkeyProcess) -> None
     assert [r["instruction"] for r in jobstate.iter_records(client, job)] == [
         f"q{i}" for i in range(pairs)
     ]
+
+
+def test_summary_counts_attempts_and_errors_by_kind(valkey: ValkeyProcess) -> None:
+    client = jobstate.client_for_url(valkey.url)
+    job = "kinds"
+    jobstate.register(client, job, models=["gpt-a"], pairs=3, unique=3, expires=600, extra={})
+    for index, kind, attempts in [(0, "", 1), (1, "auth", 1), (2, "rate_limit", 5)]:
+        jobstate.record_outcome(
+            client,
+            job,
+            "gpt-a",
+            index,
+            error=bool(kind),
+            input_tokens=0,
+            output_tokens=0,
+            cached=False,
+            expires=600,
+            record="{}",
+            attempts=attempts,
+            error_kind=kind,
+        )
+    snapshot = jobstate.progress(client, job)
+    assert snapshot is not None
+    assert snapshot.per_model["gpt-a"].summary() == {
+        "items": 3,
+        "scored": 1,
+        "errors": {"auth": 1, "rate_limit": 1},
+        "attempts": 7,
+        "cached": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }

@@ -63,6 +63,20 @@ class ModelProgress:
     input_tokens: int = 0
     output_tokens: int = 0
     cached: int = 0
+    attempts: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary's entry for this model (what ``ibt score`` prints at the end)."""
+        return {
+            "items": self.done,
+            "scored": self.done - self.errors,
+            "errors": dict(sorted(self.errors_by_kind.items())),
+            "attempts": self.attempts,
+            "cached": self.cached,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
 
 
 @dataclass
@@ -131,6 +145,8 @@ def record_outcome(
     cached: bool,
     expires: int,
     record: str,
+    attempts: int = 1,
+    error_kind: str = "",
     pipe: redis.client.Pipeline | None = None,
 ) -> bool:
     """Mark (index, model) finished with ``record`` (public JSON); True the first time.
@@ -141,7 +157,8 @@ def record_outcome(
     """
     outcome = "e" if error else "c" if cached else "o"
     keys = [records_key(job, model), stats_key(job)]
-    args = [index, outcome, model, input_tokens, output_tokens, expires, record]
+    args = [index, outcome, model, input_tokens, output_tokens, expires, record, attempts]
+    args.append((error_kind or "error") if error else "")
     if pipe is not None:
         queue_script(pipe, "record_outcome", keys, args)
         return False
@@ -232,6 +249,12 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
             input_tokens=count(model, "in"),
             output_tokens=count(model, "out"),
             cached=count(model, "cached"),
+            attempts=count(model, "attempts"),
+            errors_by_kind={
+                name.removeprefix(f"{model}:error:"): int(value)
+                for name, value in stats.items()
+                if name.startswith(f"{model}:error:")
+            },
         )
         for model in models
     }

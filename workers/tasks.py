@@ -53,9 +53,12 @@ CLAIM_WAIT_SECONDS = 2.0
 
 
 @app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
-def score(self: Task, message: dict[str, Any]) -> list[Any]:
-    """Judge one (pair, model). Never raises: every outcome is a record in the job's state,
-    and its short ``outcome`` is what the chord collects."""
+def score(self: Task, message: dict[str, Any]) -> None:
+    """Judge one (pair, model). Never raises: every outcome is a record in the job's state.
+
+    Returns None: the chord only needs to know the task finished, and a header result that
+    echoed the record would hold every text of the job again in the chord's list.
+    """
     settings = get_settings()
     request = ScoreRequest.from_message(message)
     started = time.monotonic()
@@ -126,7 +129,6 @@ def score(self: Task, message: dict[str, Any]) -> list[Any]:
             cache.settle(client, key, owner, value, settings.cache_ttl, pipe=pipe)
         finish(request, record, started, pipe)
         pipe.execute()
-    return outcome(request, record)
 
 
 # Up to this long a worker thread waits for rate-limit capacity itself (its queue serves only
@@ -182,6 +184,8 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
         cached=bool(record.get("_cached")),
         expires=settings.result_expires,
         record=json.dumps(public(record), ensure_ascii=False),
+        attempts=record["_attempts"],
+        error_kind=record.get("_kind", ""),
         pipe=pipe,
     )
     if log.isEnabledFor(logging.INFO):
@@ -204,73 +208,30 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
 
 
 @app.task(name="ibt.collect", bind=True, acks_late=True)
-def collect(self: Task, outcomes: list[list[Any]], job: str, models: list[str]) -> dict[str, Any]:
+def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dict[str, Any]:
     """Chord callback: close the job once every (pair, model) has reported.
 
-    The records themselves are already in the job's records hashes (one per model, keyed by
-    pair index), where the producer streams the documented list from; the chord carries only
-    each task's short outcome, so nothing here grows with the texts. Outcomes are keyed by
-    (pair, model), so a duplicate delivery cannot count twice.
+    The records are already in the job's records hashes (one per model, keyed by pair
+    index), where the producer streams the documented list from, and their counts in the
+    job's stats; the chord carries nothing per task (``outcomes`` is a list of None), so
+    nothing here grows with the job beyond its row map.
     """
-    by_item: dict[tuple[int, str], list[Any]] = {}
-    for outcome in outcomes:
-        by_item.setdefault((int(outcome[0]), str(outcome[1])), outcome)
     client = _redis()
-    meta = jobstate.read_meta(client, job) or {}
-    rows = jobstate.job_rows(client, job, int(meta.get("pairs", 0)))
+    snapshot = jobstate.progress(client, job)
+    pairs = snapshot.pairs if snapshot is not None else 0
+    rows = jobstate.job_rows(client, job, pairs)
     # A complete chord always has every record; never let a row go silently all the same.
     lost = jobstate.missing_records(client, job, models, rows)
     for index, model in lost:
         record = jobstate.lost_record(model)
         client.hsetnx(jobstate.records_key(job, model), str(index), json.dumps(record))
-    summary = summarize(list(by_item.values()), models)
-    summary["rows"] = len(rows)
-    summary["duplicates"] = sum(1 for row, first in enumerate(rows) if row != first)
-    summary["lost"] = len(lost)
+    per_model = snapshot.per_model if snapshot is not None else {}
+    summary: dict[str, Any] = {
+        "models": {model: per_model[model].summary() for model in models if model in per_model},
+        "items": sum(entry.done for entry in per_model.values()),
+        "rows": len(rows),
+        "duplicates": sum(1 for row, first in enumerate(rows) if row != first),
+        "lost": len(lost),
+    }
     jobstate.set_status(client, job, "done", finished=time.time(), summary=json.dumps(summary))
     return {"job": job, "summary": summary}
-
-
-def outcome(request: ScoreRequest, record: dict[str, Any]) -> list[Any]:
-    """What the chord carries for one task: [pair, model, attempts, error kind or None,
-    cached, input tokens, output tokens]."""
-    tokens = record.get("_tokens") or [0, 0]
-    kind = record.get("_kind", "error") if "error" in record else None
-    return [
-        request.index,
-        request.model,
-        record["_attempts"],
-        kind,
-        bool(record.get("_cached")),
-        tokens[0],
-        tokens[1],
-    ]
-
-
-def summarize(outcomes: list[list[Any]], models: list[str]) -> dict[str, Any]:
-    """Per model: items, scored, errors by kind, attempts and tokens."""
-
-    def empty() -> dict[str, Any]:
-        return {
-            "items": 0,
-            "scored": 0,
-            "errors": {},
-            "attempts": 0,
-            "cached": 0,
-            "input_tokens": 0,
-            "output_tokens": 0,
-        }
-
-    per_model = {name: empty() for name in models}
-    for _, model, attempts, kind, cached, input_tokens, output_tokens in outcomes:
-        entry = per_model.setdefault(model, empty())
-        entry["items"] += 1
-        entry["attempts"] += int(attempts)
-        entry["cached"] += int(bool(cached))
-        entry["input_tokens"] += input_tokens
-        entry["output_tokens"] += output_tokens
-        if kind is not None:
-            entry["errors"][kind] = entry["errors"].get(kind, 0) + 1
-        else:
-            entry["scored"] += 1
-    return {"models": per_model, "items": len(outcomes)}

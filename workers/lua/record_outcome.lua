@@ -1,11 +1,16 @@
 -- Keep and count a finished (pair, model) once, however often a redelivered task reports it.
 -- KEYS[1] records hash (pair index -> public record JSON), KEYS[2] stats hash
--- ARGV[1] pair index, ARGV[2] outcome letter, ARGV[3] model,
--- ARGV[4] input tokens, ARGV[5] output tokens, ARGV[6] expiry seconds, ARGV[7] record
+-- ARGV[1] pair index, ARGV[2] outcome letter (o ok, c cached, e error), ARGV[3] model,
+-- ARGV[4] input tokens, ARGV[5] output tokens, ARGV[6] expiry seconds, ARGV[7] record,
+-- ARGV[8] attempts, ARGV[9] error kind ('' when scored)
 local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[7])
 if first == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':done', 1)
-  if ARGV[2] == 'e' then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':errors', 1) end
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':attempts', ARGV[8])
+  if ARGV[2] == 'e' then
+    redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':errors', 1)
+    redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':error:' .. ARGV[9], 1)
+  end
   if ARGV[2] == 'c' then redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':cached', 1) end
 end
 -- Tokens are counted on every report: a repeated call is really paid for.
