@@ -41,6 +41,9 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
             # sweep runs a scan only every 100 s).
             "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout / 3))),
             "unacked_restore_throttle": 1,
+            # The restore scan runs under a Redis lock that a worker killed inside it keeps
+            # for this long (kombu's default: 300 s), holding back every redelivery.
+            "unacked_mutex_expire": max(5, min(300, int(settings.visibility_timeout / 2))),
         },
         result_backend_transport_options={"result_chord_ordered": True},
         result_expires=settings.result_expires,
