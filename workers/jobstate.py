@@ -174,14 +174,23 @@ def job_rows(client: redis.Redis, job: str, pairs: int) -> list[int]:
 def missing_records(
     client: redis.Redis, job: str, models: list[str], rows: list[int]
 ) -> list[tuple[int, str]]:
-    """(index, model) of every judged pair that has no record: what the output would lack."""
+    """(index, model) of every judged pair that has no record: what the output would lack.
+
+    A hash holds only judged indices, so a full one (the usual case) is settled by its
+    length, without reading the records back.
+    """
     firsts = sorted(set(rows))
     missing = []
     for model in models:
+        if int(client.hlen(records_key(job, model))) >= len(firsts):  # type: ignore[arg-type]
+            continue
         for start in range(0, len(firsts), READ_BATCH):
             batch = firsts[start : start + READ_BATCH]
-            present: list[Any] = client.hmget(records_key(job, model), batch)  # type: ignore[arg-type,assignment]
-            missing += [(i, model) for i, p in zip(batch, present, strict=True) if p is None]
+            with client.pipeline(transaction=False) as pipe:
+                for index in batch:
+                    pipe.hexists(records_key(job, model), str(index))
+                present = pipe.execute()
+            missing += [(i, model) for i, p in zip(batch, present, strict=True) if not p]
     return missing
 
 
