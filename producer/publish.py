@@ -73,8 +73,8 @@ def _envelope(
         chord=chord_body,
         argsrepr=task.argsrepr,
         kwargsrepr="{}",
-        # The chord collects each record through its own join list; a per-task result key
-        # (a GET and a SET+PUBLISH per task, and Redis memory) would be read by no one.
+        # Records go to the job's records hashes and the chord only counts finished tasks;
+        # a per-task result key (a GET and a SET+PUBLISH per task) would be read by no one.
         ignore_result=True,
     )
     properties.update(

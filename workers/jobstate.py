@@ -198,7 +198,7 @@ def iter_records(client: redis.Redis, job: str) -> Iterator[dict[str, Any]]:
     """The job's documented list in input order (row, then model), a batch at a time.
 
     The records stay in Redis until read, so neither a worker nor the producer ever holds
-    a whole job's list (10^5 rows x 2 models is ~250 MB of JSON).
+    a whole job's list (10^5 rows x 2 models wrote 160 MB of JSON Lines in bench/scale.py).
     """
     meta = read_meta(client, job) or {}
     models: list[str] = json.loads(meta.get("models", "[]"))
