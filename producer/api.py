@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
@@ -16,6 +18,8 @@ from producer.local import LocalStack
 from workers.app import create_app
 from workers.errors import ConfigError
 from workers.models import ModelRegistry, ModelSpec
+from workers.prompt import load_template
+from workers.providers import needs_key
 from workers.settings import get_settings
 
 
@@ -32,11 +36,34 @@ def resolve_models(names: Sequence[str]) -> list[ModelSpec]:
     return ModelRegistry.load(get_settings().models_file).resolve_all(names)
 
 
+def check_config(specs: Sequence[ModelSpec]) -> None:
+    """Everything the workers would otherwise find wrong on every item, found before
+    anything is enqueued: the prompt template and each model's endpoint."""
+    settings = get_settings()
+    load_template(settings.prompt_file)
+    for spec in specs:
+        if spec.base_url:
+            where = dict(
+                source=settings.models_file or "models file", field=f"models.{spec.name}.base_url"
+            )
+            _check_url(spec.base_url, **where)
+        elif settings.env(spec.base_url_env):
+            _check_url(
+                str(settings.env(spec.base_url_env)), source="environment", field=spec.base_url_env
+            )
+
+
+def _check_url(url: str, *, source: str, field: str) -> None:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"not an http(s) URL: {url!r}", source=source, field=field)
+
+
 def check_local_credentials(specs: Sequence[ModelSpec]) -> None:
     """Embedded workers inherit this environment, so a missing key is known before submitting."""
     settings = get_settings()
     for spec in specs:
-        if not spec.simulated and not settings.secret(spec.key_env):
+        if needs_key(spec) and not settings.secret(spec.key_env):
             raise ConfigError(
                 f"{spec.key_env} is not set, so model '{spec.name}' cannot be called. Set it, "
                 "or try the simulated judges: -m simulated-openai -m simulated-anthropic",
@@ -77,18 +104,23 @@ def score_pairs(
     else:
         checked = validate_records(
             [
-                {"instruction": i.instruction, "generation": i.generation}
+                {"instruction": i.instruction, "generation": i.generation, **_extra(i)}
                 if isinstance(i, Pair)
                 else i
                 for i in items
             ]
         )
     specs = resolve_models(models)
+    check_config(specs)
     with session(specs) as current:
         job = jobs.submit(current.app, checked, specs)
         return jobs.wait(
             current.app, job, on_progress=on_progress, check_alive=current.check_alive
         ).results  # read while the (maybe embedded) broker is still up
+
+
+def _extra(pair: Pair) -> dict[str, Any]:
+    return json.loads(pair.extra) if pair.extra else {}
 
 
 class ParallelExecutor:

@@ -10,13 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from producer import job as jobs
-from producer.api import resolve_models, session
+from producer import outcome
+from producer.api import check_config, resolve_models, session
+from producer.connection import BrokerUnavailable, check_broker, describe
 from producer.inputs import load_pairs
-from producer.output import write_results
-from producer.progress import LiveProgress, console, print_summary
-from workers.errors import IbtError, InputError
+from producer.output import check_output, write_results
+from producer.progress import LiveProgress, NoConsumerWatch, console, print_summary
+from workers.errors import ConfigError, IbtError, InputError
 from workers.models import COLLECT_QUEUE, queue_name
-from workers.settings import get_settings
+from workers.settings import get_settings, mask_url
 
 PASS_THROUGH = ("flower", "simulator")
 DEMO_PAIRS = Path(__file__).parent / "examples" / "demo_pairs.jsonl"
@@ -36,16 +38,20 @@ def _apply_config_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    pairs = load_pairs(args.input)
-    specs = resolve_models(args.model)
-    if args.no_wait and not get_settings().broker_url:
+    # Everything that can be wrong is found before a broker is touched or a call is paid.
+    check_output(args.output, inputs=[args.input], force=args.force)
+    settings = get_settings()
+    if args.no_wait and not settings.broker_url:
         raise InputError(
             "--no-wait needs a running cluster (set IBT_BROKER_URL); the embedded stack "
             "lives only as long as this command",
             source="--no-wait",
         )
-    if args.resume:
-        _check_resume(args.resume, pairs, specs)
+    pairs = load_pairs(args.input)
+    specs = resolve_models(args.model)
+    check_config(specs)
+    if settings.broker_url:
+        _check_cluster()
     return _run(
         pairs,
         specs,
@@ -54,19 +60,34 @@ def cmd_score(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         use_cache=not args.no_cache,
         structured=args.structured,
+        keep_extra=not args.drop_extra_fields,
+        resume=args.resume,
+        command=_command_line(args),
     )
 
 
-def _check_resume(job: str, pairs, specs) -> None:  # type: ignore[no-untyped-def]
-    """--resume JOB: the same input and models as JOB; the cache then skips what JOB finished."""
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for the resume hint (``ibt`` rather than a module path)."""
+    return "ibt " + " ".join(_quote(a) for a in (args.argv or []))
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _check_resume(client, job: str, pairs, specs, *, embedded: bool) -> None:  # type: ignore[no-untyped-def]
+    """--resume JOB: the same input and models as JOB; the cache then skips what JOB finished.
+
+    Embedded runs keep their Valkey data in $IBT_HOME/valkey, so JOB is checked there too.
+    """
     from workers import jobstate
 
-    if not get_settings().broker_url:
-        return  # embedded: the job's broker is gone with it; its cached verdicts remain
-    client = jobstate.client_for_url(_remote_app().conf.result_backend)
     snapshot = jobstate.progress(client, job)
+    where = f"the embedded store in {get_settings().home}" if embedded else "this broker"
     if snapshot is None:
-        raise InputError(f"job {job} is unknown to this broker (or expired)", source="--resume")
+        raise InputError(f"job {job} is unknown to {where} (or expired)", source="--resume")
     if snapshot.pairs != len(pairs) or snapshot.models != [s.name for s in specs]:
         raise InputError(
             f"job {job} had {snapshot.pairs} pairs x {snapshot.models}; this input has "
@@ -95,65 +116,147 @@ def _run(  # type: ignore[no-untyped-def]
     quiet: bool,
     use_cache: bool = True,
     structured: bool | None = None,
+    keep_extra: bool = True,
+    resume: str | None = None,
+    command: str = "ibt score ...",
 ) -> int:
+    from workers import jobstate
+
     started = time.monotonic()
     with session(specs) as current:
-        job = jobs.submit(current.app, pairs, specs, use_cache=use_cache, structured=structured)
+        client = jobstate.client_for_url(current.app.conf.result_backend)
+        if resume:
+            _check_resume(client, resume, pairs, specs, embedded=current.embedded)
+        job = jobs.submit(
+            current.app,
+            pairs,
+            specs,
+            use_cache=use_cache,
+            structured=structured,
+            keep_extra=keep_extra,
+        )
         console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
         if no_wait:
             print(job)
-            return 0
-        with LiveProgress(enabled=not quiet) as live:
-            result = jobs.wait(
-                current.app, job, on_progress=live.update, check_alive=current.check_alive
-            )
+            return outcome.OK
+        watch = None if current.embedded else NoConsumerWatch(client, specs)
+        try:
+            with LiveProgress(enabled=not quiet) as live:
+
+                def on_progress(snapshot: jobstate.JobProgress) -> None:
+                    live.update(snapshot)
+                    if watch is not None:
+                        for warning in watch.check(snapshot):
+                            live.warn(warning)
+
+                result = jobs.wait(
+                    current.app, job, on_progress=on_progress, check_alive=current.check_alive
+                )
+        except KeyboardInterrupt:
+            _say_interrupted(job, client, embedded=current.embedded, command=command)
+            raise
         # Inside the session: the records stream from the (maybe embedded) broker.
-        write_results(result.records(), output)
+        written = write_results(result.records(), output)
+        failures = outcome.systemic_failures(result.summary, result.first_error)
     if output not in (None, "-"):
-        console.print(f"wrote {result.count} records to {output}")
+        console.print(f"wrote {written} records to {output}")
     print_summary(job, result.summary, time.monotonic() - started)
-    return 0
+    for failure in failures:
+        console.print(f"[bold red]failed:[/] {failure.describe()}", highlight=False)
+    return outcome.SYSTEMIC_EXIT if failures else outcome.OK
 
 
-def _remote_app():  # type: ignore[no-untyped-def]
+def _say_interrupted(job: str, client, *, embedded: bool, command: str) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C: say what happened to the job and what to type next, in a line or two."""
+    from workers import jobstate
+
+    try:
+        snapshot = jobstate.progress(client, job)
+        done = f" at {snapshot.done}/{snapshot.total} judged" if snapshot else ""
+    except Exception:  # the broker may be going down with us
+        done = ""
+    if embedded:
+        console.print(
+            f"[red]interrupted:[/] job {job} stopped{done}. Verdicts already paid for are "
+            f"cached; to finish it, paying only for what is missing, run:\n  {command} "
+            f"--resume {job}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[red]interrupted:[/] job {job} goes on running on the cluster{done}. "
+            f"Follow it with `ibt status {job}`, fetch it with `ibt result {job} -o FILE`.",
+            highlight=False,
+        )
+
+
+def _check_cluster() -> None:
+    """Fail in seconds, in one line, if the cluster's Redis cannot be used."""
+    settings = get_settings()
+    check_broker(settings.effective_broker_url)
+    if settings.result_backend and settings.result_backend != settings.broker_url:
+        check_broker(settings.result_backend)
+
+
+def _remote_app(*, job: str | None = None, command: str = "this command"):  # type: ignore[no-untyped-def]
+    """The cluster's app, once its broker answered; a clear error when there is none."""
     from workers.app import create_app
 
     settings = get_settings()
+    if not settings.broker_url:
+        if job is not None:
+            raise ConfigError(
+                f"job {job} is not on a cluster (IBT_BROKER_URL is not set): a job run without "
+                "it lives in an embedded stack that is gone when its `ibt score` ends. Write "
+                "its results with `ibt score ... -o FILE`, or set IBT_BROKER_URL to a "
+                "cluster's Redis to submit there and follow jobs from any host",
+                source="IBT_BROKER_URL",
+            )
+        raise ConfigError(
+            f"{command} talks to a cluster: set IBT_BROKER_URL to its Redis "
+            "(redis://:PASSWORD@host:6379/0)",
+            source="IBT_BROKER_URL",
+        )
+    _check_cluster()
     return create_app(settings.effective_broker_url, settings.result_backend)
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    app = _remote_app()
+    check_output(args.output)
+    app = _remote_app(job=args.job)
     result = jobs.fetch(app, args.job)
     if result is None:
         from workers import jobstate
 
         snapshot = jobstate.progress(jobstate.client_for_url(app.conf.result_backend), args.job)
         if snapshot is None:
-            console.print(f"[red]job {args.job} is unknown to {app.conf.broker_url}[/]")
-            return 1
+            where = mask_url(app.conf.broker_url)
+            console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
+            return outcome.FAILED
         console.print(
             f"job {args.job} is still {snapshot.status}: {snapshot.done}/{snapshot.total}"
         )
-        return 3
+        return outcome.STILL_RUNNING
     write_results(result.records(), args.output)
     print_summary(args.job, result.summary)
-    return 0
+    return outcome.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from workers import jobstate
+    from workers import jobstate, presence
 
-    app = _remote_app()
+    app = _remote_app(job=args.job)
     client = jobstate.client_for_url(app.conf.result_backend)
     snapshot = jobstate.progress(client, args.job)
     if snapshot is None:
-        console.print(f"[red]job {args.job} is unknown to this broker[/]")
-        return 1
+        where = mask_url(app.conf.broker_url)
+        console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
+        return outcome.FAILED
     table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
-    columns = ("model", "done", "pending", "errors", "retries", "queue", "tokens in", "tokens out")
+    columns = ("model", "done", "pending", "errors", "retries", "queue", "workers", "tokens")
+    idle: list[str] = []
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in snapshot.models:
@@ -161,18 +264,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         # Messages waiting in the model's queue now, from every job (Celery's Redis queues
         # are plain lists named after the queue).
         queued = client.llen(queue_name(model))
+        serving = presence.live_consumers(client, queue_name(model))
+        pending = snapshot.unique - entry.done
+        if pending and not serving and snapshot.status != "done":
+            idle.append(model)
         table.add_row(
             model,
             str(entry.done),
-            str(snapshot.unique - entry.done),
+            str(pending),
             str(entry.errors),
             str(entry.retries),
             str(queued),
-            f"{entry.input_tokens:,}",
-            f"{entry.output_tokens:,}",
+            str(serving),
+            f"{entry.input_tokens:,}/{entry.output_tokens:,}",
         )
     console.print(table)
-    return 0
+    for model in idle:
+        console.print(f"[bold yellow]warning:[/] {NoConsumerWatch.message(model)}", highlight=False)
+    return outcome.OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -184,6 +293,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency
     if args.model:
         specs = resolve_models(args.model)
+        check_can_serve(specs)
         queues = [spec.queue for spec in specs]
         concurrency = concurrency or sum(spec.concurrency for spec in specs)
         name = "+".join(spec.queue.removeprefix("ibt.model.") for spec in specs)
@@ -214,16 +324,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_can_serve(specs) -> None:  # type: ignore[no-untyped-def]
+    """A worker refuses to start for a model it could only fail: better than "ready" and a
+    job full of error records."""
+    from workers.errors import ProviderError
+    from workers.prompt import load_template
+    from workers.providers import credentials
+
+    load_template(get_settings().prompt_file)
+    for spec in specs:
+        try:
+            credentials(spec)
+        except ProviderError as exc:
+            field = "IBT_SIMULATOR_URL" if spec.simulated else spec.key_env
+            raise ConfigError(
+                f"this worker cannot serve model '{spec.name}': {exc.message}",
+                source="environment",
+                field=field,
+            ) from None
+
+
 def cmd_workers(args: argparse.Namespace) -> int:
     """Live workers per model queue, from Celery's broadcast inspect."""
     from rich.table import Table
 
-    app = _remote_app()
+    app = _remote_app(command="ibt workers")
     inspect = app.control.inspect(timeout=args.timeout)
     queues = inspect.active_queues() or {}
     stats = inspect.stats() or {}
     active = inspect.active() or {}
-    table = Table(title=f"workers on {app.conf.broker_url.split('@')[-1]}")
+    table = Table(title=f"workers on {mask_url(app.conf.broker_url)}")
     for column in ("queue", "worker", "threads", "running", "done"):
         table.add_column(column, justify="left" if column in ("queue", "worker") else "right")
     rows = []
@@ -238,12 +368,13 @@ def cmd_workers(args: argparse.Namespace) -> int:
     console.print(table)
     if not rows:
         console.print("[yellow]no worker answered[/]")
-        return 1
-    return 0
+        return outcome.FAILED
+    return outcome.OK
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
     """Flower on our app (``celery -A workers flower`` works too)."""
+    _remote_app(command="ibt flower")
     from workers.app import app
 
     argv = ["flower", f"--port={args.port}", *args.extra]
@@ -254,7 +385,9 @@ def cmd_flower(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from producer.report import run_report
 
-    return run_report(args.results, args.png, args.prices or get_settings().models_file)
+    return run_report(
+        args.results, args.png, args.prices or get_settings().models_file, as_json=args.json
+    )
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -269,18 +402,55 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return int(simulator.main(args.extra) or 0)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ibt")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _config_flags(*, suppress: bool) -> argparse.ArgumentParser:
+    """--models-file and --prompt-file, accepted before the subcommand and after it."""
+    flags = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else None
+    flags.add_argument(
+        "--models-file", default=default, help="TOML file defining models (env IBT_MODELS_FILE)"
+    )
+    flags.add_argument(
+        "--prompt-file", default=default, help="judge prompt template (env IBT_PROMPT_FILE)"
+    )
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ibt", description="Score instruction/answer pairs with LLM judges on Celery."
+        prog="ibt",
+        description="Score instruction/answer pairs with LLM judges on Celery.",
+        parents=[_config_flags(suppress=False)],
     )
-    parser.add_argument("--models-file", help="TOML file defining models (env IBT_MODELS_FILE)")
-    parser.add_argument("--prompt-file", help="judge prompt template (env IBT_PROMPT_FILE)")
+    parser.add_argument("--version", action="version", version=f"ibt {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    config = [_config_flags(suppress=True)]
+    commands: dict[str, argparse.ArgumentParser] = {}
+    parser.set_defaults(subparsers=commands)
 
-    score = sub.add_parser("score", help="score a file of pairs with one or more judge models")
+    score = sub.add_parser(
+        "score", help="score a file of pairs with one or more judge models", parents=config
+    )
     score.add_argument("input", help="JSON array, JSON Lines or CSV file; - for stdin")
     score.add_argument("-m", "--model", action="append", required=True, help="judge model (repeat)")
     score.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
+    score.add_argument(
+        "--force", action="store_true", help="allow -o to overwrite one of the input files"
+    )
+    score.add_argument(
+        "--drop-extra-fields",
+        action="store_true",
+        help="write only the documented keys (by default other input fields, e.g. id, are "
+        "carried to each output record)",
+    )
     score.add_argument("--no-wait", action="store_true", help="print the job id and return")
     score.add_argument("-q", "--quiet", action="store_true", help="no live progress display")
     score.add_argument(
@@ -305,20 +475,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.set_defaults(func=cmd_score)
 
-    demo = sub.add_parser("demo", help="score the example pairs (simulated judges without keys)")
+    demo = sub.add_parser(
+        "demo", help="score the example pairs (simulated judges without keys)", parents=config
+    )
     demo.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
     demo.set_defaults(func=cmd_demo)
 
     result = sub.add_parser("result", help="fetch a finished job's list")
     result.add_argument("job")
-    result.add_argument("-o", "--output")
+    result.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
     result.set_defaults(func=cmd_result)
 
     status = sub.add_parser("status", help="show a job's progress per model")
     status.add_argument("job")
     status.set_defaults(func=cmd_status)
 
-    worker = sub.add_parser("worker", help="run a worker for one or more models' queues")
+    worker = sub.add_parser(
+        "worker", help="run a worker for one or more models' queues", parents=config
+    )
     worker.add_argument("-m", "--model", action="append", help="model whose queue to serve")
     worker.add_argument("-c", "--concurrency", type=int, help="threads (default: registry)")
     worker.add_argument("--no-collect", action="store_true", help="do not serve the callback queue")
@@ -332,17 +506,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    report = sub.add_parser("report", help="statistics and agreement of a results file")
+    report = sub.add_parser(
+        "report", help="statistics and agreement of a results file", parents=config
+    )
     report.add_argument("results", help="a .json or .jsonl written by ibt score")
     report.add_argument("--png", metavar="DIR", help="also write plots to DIR")
     report.add_argument("--prices", help="TOML with per-model prices (default: models file)")
+    report.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (same numbers, unrounded) instead of tables",
+    )
     report.set_defaults(func=cmd_report)
 
     select = sub.add_parser("select", help="keep the pairs the judges scored high enough")
     select.add_argument("results", help="a .json or .jsonl written by ibt score")
     select.add_argument("--min-score", type=int, required=True, choices=range(1, 6))
-    select.add_argument("--agg", choices=["mean", "median", "min", "all"], default="mean")
-    select.add_argument("-o", "--output", help="curated .jsonl or .json (default: stdout)")
+    select.add_argument(
+        "--agg",
+        choices=["mean", "median", "min", "all"],
+        default="mean",
+        help="how a pair's scores are combined before the >= K test: mean (default), median, "
+        "or min (the lowest: every judge that scored the pair gave >= K); all is an alias of "
+        "min. Judges with an error record on a pair are left out for every choice",
+    )
+    select.add_argument(
+        "-o",
+        "--output",
+        help="curated .jsonl or .json, each pair with its scores (default: stdout)",
+    )
     select.set_defaults(func=cmd_select)
 
     workers = sub.add_parser("workers", help="list live workers per model queue")
@@ -355,28 +547,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulator", help="run the simulated provider server", add_help=False)
     sim.set_defaults(func=cmd_simulator)
+    commands.update(sub.choices)
     return parser
 
 
+def _unknown_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> str:
+    """argparse's complaint, with a "did you mean" for each mistyped option."""
+    import difflib
+
+    command = args.subparsers.get(args.command, parser)
+    known = [o for action in command._actions for o in action.option_strings]
+    known += [o for action in parser._actions for o in action.option_strings]
+    parts = []
+    for token in extra:
+        option = token.split("=", 1)[0]
+        close = (
+            difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+            if option.startswith("-")
+            else []
+        )
+        parts.append(f"{token} (did you mean {close[0]}?)" if close else token)
+    return f"unrecognized arguments: {' '.join(parts)}"
+
+
+def _say(kind: str, message: object) -> None:
+    """One line on stderr; any password in a URL inside it is masked."""
+    console.print(f"[bold red]{kind}:[/] {mask_url(str(message))}", highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # ``flower`` and ``simulator`` pass every option they do not know to the tool they run.
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in PASS_THROUGH:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(_unknown_arguments(parser, args, extra))
     args.extra = extra
+    args.argv = argv
     try:
         _apply_config_flags(args)
         return int(args.func(args))
     except InputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        return 2
+        _say("error", exc)
+        return outcome.BAD_INPUT
+    except BrokerUnavailable as exc:
+        _say("error", exc)
+        return outcome.FAILED
     except IbtError as exc:
-        console.print(f"[bold red]failed:[/] {exc}", highlight=False)
-        return 1
+        _say("failed", exc)
+        return outcome.FAILED
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        return 130
+        return outcome.INTERRUPTED
+    except BrokenPipeError:
+        # A reader that stopped early (`| head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return outcome.BROKEN_PIPE
+    except Exception as exc:
+        if not _is_broker_error(exc):
+            raise
+        url = get_settings().broker_url or ""
+        _say("failed", f"lost the broker {url}: {describe(exc)}")
+        return outcome.FAILED
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, redis.exceptions.RedisError | OperationalError)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,31 @@
 """``ibt select``: Humpback-style self-curation, keeping the pairs the judges rate highly.
 
 Per pair (an occurrence of an (instruction, generation); duplicates stay separate, see
-:mod:`producer.stats`), the scores of the judges that scored it are aggregated:
+:mod:`producer.stats`), the scores of the judges that scored it are aggregated and the pair is
+kept when the aggregate is >= K:
 
-- ``mean``: the mean score >= K;
-- ``median``: the median score >= K (the mean of the middle two for an even count);
-- ``min`` / ``all``: every judge that scored the pair gave >= K. The two are the same rule;
-  ``all`` is there because it reads better on the command line.
+- ``mean``: the mean score;
+- ``median``: the median score (the mean of the middle two for an even count);
+- ``min``: the lowest score, i.e. every judge that scored the pair gave >= K. ``all`` is an
+  alias of ``min`` (the same rule, kept because ``--agg all`` reads well); it does *not*
+  require every judge to have scored the pair.
 
 Error records are left out of the aggregate: a judge that failed on a pair neither keeps nor
 vetoes it, for every ``agg``. A pair is kept only if at least one judge scored it; pairs no
 judge scored are counted as excluded, and the summary says how many pairs had an error record.
-The kept pairs are written as ``{"instruction", "generation"}`` in input order (order of each
-pair's first record); a pair that occurs twice in the input and passes twice is written twice.
+
+Each kept pair is written, in input order (order of each pair's first record), as::
+
+    {"instruction": ..., "generation": ..., <input fields>,
+     "scores": {"model-a": 5, "model-b": 4}, "aggregate": {"agg": "mean", "value": 4.5}}
+
+``<input fields>`` are the record keys that are not a judge's (``id``, ``source``, ...; see
+:data:`producer.stats.JUDGE_KEYS`), taken from the pair's first record; one named ``scores``
+or ``aggregate`` is replaced by the selection's own. ``scores`` has the judges that scored the
+pair, in the file's model order (a judge with an error record on it is absent);
+``aggregate.agg`` is the canonical name (``min`` for ``all``) and ``aggregate.value`` the
+number compared with K. A pair that occurs twice in the input and passes twice is written
+twice, so the curated file keeps the scores that justify every pair in it.
 """
 
 from __future__ import annotations
@@ -44,16 +57,23 @@ AGGREGATES: dict[str, Callable[[Sequence[int]], float]] = {
     "mean": lambda scores: mean(scores) or 0.0,
     "median": lambda scores: median(scores) or 0.0,
     "min": min,
-    "all": min,
 }
+ALIASES = {"all": "min"}
+RULES = {
+    "mean": "the mean of the scores >= K",
+    "median": "the median of the scores >= K",
+    "min": "every judge that scored the pair gave >= K",
+}
+# Keys the selection writes; an input field of the same name is replaced by them.
+SELECTION_KEYS = ("instruction", "generation", "scores", "aggregate")
 
 
 @dataclass(frozen=True)
 class Selection:
     """The kept pairs and what a user needs to choose the threshold."""
 
-    kept: list[dict[str, str]]  # {"instruction", "generation"}, input order
-    agg: str
+    kept: list[dict[str, Any]]  # see the module docstring for the shape; input order
+    agg: str  # as given (``all`` stays ``all``)
     min_score: int
     models: list[str]
     pairs: int  # pair occurrences in the file
@@ -67,9 +87,15 @@ class Selection:
         return self.pairs - self.unscored_pairs
 
 
+def canonical(agg: str) -> str:
+    """The aggregate ``agg`` names: ``all`` is ``min``."""
+    return ALIASES.get(agg, agg)
+
+
 def check_options(min_score: int, agg: str) -> None:
-    if agg not in AGGREGATES:
-        raise InputError(f"must be one of {', '.join(AGGREGATES)}, got {agg!r}", source="--agg")
+    if canonical(agg) not in AGGREGATES:
+        names = ", ".join([*AGGREGATES, *ALIASES])
+        raise InputError(f"must be one of {names}, got {agg!r}", source="--agg")
     if isinstance(min_score, bool) or not isinstance(min_score, int) or min_score not in SCORES:
         raise InputError(f"must be an integer from 1 to 5, got {min_score!r}", source="--min-score")
 
@@ -86,9 +112,11 @@ def select(
         r if isinstance(r, JudgeRecord) else parse_record(r, source="<python>", line=i)
         for i, r in enumerate(records, start=1)
     ]
-    aggregate = AGGREGATES[agg]
+    name = canonical(agg)
+    aggregate = AGGREGATES[name]
+    models = models_in_order(parsed)
     pairs = group_pairs(parsed)
-    kept: list[dict[str, str]] = []
+    kept: list[dict[str, Any]] = []
     passed = dict.fromkeys(SCORES, 0)
     unscored = 0
     for pair in pairs:
@@ -99,12 +127,20 @@ def select(
         for k in SCORES:
             passed[k] += value >= k
         if value >= min_score:
-            kept.append({"instruction": pair.instruction, "generation": pair.generation})
+            kept.append(
+                {
+                    "instruction": pair.instruction,
+                    "generation": pair.generation,
+                    **{k: v for k, v in pair.fields.items() if k not in SELECTION_KEYS},
+                    "scores": {m: pair.scores[m] for m in models if m in pair.scores},
+                    "aggregate": {"agg": name, "value": value},
+                }
+            )
     return Selection(
         kept=kept,
         agg=agg,
         min_score=min_score,
-        models=models_in_order(parsed),
+        models=models,
         pairs=len(pairs),
         unscored_pairs=unscored,
         pairs_with_errors=sum(bool(pair.errors) for pair in pairs),
@@ -128,20 +164,21 @@ def print_selection(selection: Selection, console: Console) -> None:
             f"{n / s.pairs:.1%}" if s.pairs else "—",
             style="bold green" if chosen else None,
         )
-    rule = "every judge that scored it gives" if s.agg in ("min", "all") else f"{s.agg} score"
-    console.print(f"[bold]Pairs kept by threshold K[/] (--agg {s.agg}: {rule} >= K)")
+    name = canonical(s.agg)
+    alias = f" = {name}" if name != s.agg else ""
+    console.print(f"[bold]Pairs kept by threshold K[/] (--agg {s.agg}{alias}: {RULES[name]})")
     console.print(table)
     judges = len(s.models)
     console.print(
         f"{s.pairs:,} pairs, {judges} judge{'s' if judges != 1 else ''}; "
         f"{s.unscored_pairs:,} excluded because no judge scored them.\n"
         f"{s.error_records:,} error records in {s.pairs_with_errors:,} pairs, "
-        "left out of the aggregate.",
+        "left out: a judge that failed on a pair neither keeps nor vetoes it.",
         highlight=False,
     )
 
 
-def write_pairs(pairs: Sequence[dict[str, str]], output: str | None) -> None:
+def write_pairs(pairs: Sequence[dict[str, Any]], output: str | None) -> None:
     """JSON Lines, or a JSON array when ``output`` ends in ``.json``; stdout for None/``-``.
 
     Files are written to a temporary name and renamed, so a crash leaves no partial output.
@@ -176,7 +213,11 @@ def run_select(
     output: str | None,
     console: Console | None = None,
 ) -> int:
-    """Select from the results file ``path`` and write the kept pairs; 0 done, 2 bad input."""
+    """Select from the results file ``path`` and write the kept pairs with their scores.
+
+    The pairs go to ``output`` (stdout for None or ``-``); the threshold table and notes go to
+    ``console`` (stderr). Returns 0 when done, 2 on bad input.
+    """
     from producer.report import load_results
 
     console = console or Console(stderr=True)

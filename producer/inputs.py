@@ -1,7 +1,9 @@
 """Load and validate the user's pairs; every problem is an InputError naming file, line, field.
 
 Decisions: a UTF-8 byte-order mark is accepted and stripped (spreadsheet exports write one);
-UTF-16/32 files are refused. Extra fields are ignored. Empty strings are accepted here and
+UTF-16/32 files are refused. Extra fields (``id``, ``source`` ...) are kept with the pair and
+carried to its output records, after the documented keys; one that would shadow an output key
+(``score``, ``model`` ...) is renamed ``input_<name>``. Empty strings are accepted here and
 become per-item error records in the pipeline without a provider call.
 """
 
@@ -17,8 +19,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workers.errors import InputError
+from workers.records import OUTPUT_KEYS
 
 FIELDS = ("instruction", "generation")
+# Keys an output record may have besides the extra fields it carries.
+# (input_tokens/output_tokens: what ibt report reads as usage, if a record carries it.)
+RESERVED = (*OUTPUT_KEYS, "error", "raw", "input_tokens", "output_tokens")
 _BOMS = {
     b"\xff\xfe\x00\x00": "UTF-32",
     b"\x00\x00\xfe\xff": "UTF-32",
@@ -29,8 +35,30 @@ _BOMS = {
 
 @dataclass(frozen=True, slots=True)
 class Pair:
+    """One pair to judge; ``extra`` is the JSON object of the record's other fields, if any
+    (kept as text: it is only ever written back out)."""
+
     instruction: str
     generation: str
+    extra: str | None = None
+
+    @property
+    def texts(self) -> tuple[str, str]:
+        """What a verdict depends on: two rows with the same texts are judged once."""
+        return self.instruction, self.generation
+
+
+def extra_fields(record: Mapping[str, object]) -> str | None:
+    """The record's fields other than the pair's, renamed off the output keys, as JSON."""
+    extra: dict[str, object] = {}
+    for key, value in record.items():
+        if key in FIELDS:
+            continue
+        name = str(key)
+        while name in RESERVED or name in extra:
+            name = f"input_{name}"
+        extra[name] = value
+    return json.dumps(extra, ensure_ascii=False) if extra else None
 
 
 def json_type_name(value: object) -> str:
@@ -66,7 +94,7 @@ def _pair(record: object, source: str, line: int) -> Pair:
                 field=name,
             )
         values.append(value)
-    return Pair(values[0], values[1])
+    return Pair(values[0], values[1], extra_fields(record))
 
 
 def validate_records(records: Iterable[object], *, source: str = "<python>") -> list[Pair]:
@@ -223,6 +251,7 @@ def _from_csv(text: str, source: str) -> list[Pair]:
             field=missing[0],
         )
     positions = [columns.index(name) for name in FIELDS]
+    others = [(i, name) for i, name in enumerate(columns) if name not in FIELDS and name]
     pairs = []
     start = reader.line_num + 1
     while True:
@@ -237,6 +266,7 @@ def _from_csv(text: str, source: str) -> list[Pair]:
                 raise InputError(
                     f"expected {len(columns)} columns, got {len(row)}", source=source, line=start
                 )
-            pairs.append(Pair(row[positions[0]], row[positions[1]]))
+            extra = extra_fields({name: row[i] for i, name in others}) if others else None
+            pairs.append(Pair(row[positions[0]], row[positions[1]], extra))
         start = reader.line_num + 1
     return pairs

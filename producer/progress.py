@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -12,10 +14,8 @@ from rich.progress import (
     Progress,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from workers.jobstate import JobProgress
 from workers.models import SIMULATED
@@ -26,28 +26,73 @@ if not console.is_terminal:
     console = Console(stderr=True, width=160)
 
 
-def label(model: str) -> str:
-    return f"{model} [bold yellow](SIMULATED)[/]" if model in SIMULATED else model
+def starred(model: str) -> str:
+    """A simulated judge's name with a star, explained in a footnote (names are never cut)."""
+    return f"{model} [bold yellow]*[/]" if model in SIMULATED else model
+
+
+class RecentRate:
+    """Completions per second over the last ``window`` seconds, and the ETA that follows.
+
+    Rich's own estimate averages since the start, so a burst of cached or fast items and
+    then a stretch of retries shows "2 s left" for a quarter of a minute; this one looks
+    only at recent completions (a retried item counts when it completes), and shows no ETA
+    rather than a stale one when nothing completed lately.
+    """
+
+    def __init__(self, window: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, done: int) -> None:
+        now = self.clock()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+
+    def rate(self) -> float:
+        """Completions per second since the oldest sample in the window (0 if unknown)."""
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        span = max(t1 - t0, 1e-6)
+        return max(d1 - d0, 0) / span
+
+    def eta(self, remaining: int) -> float | None:
+        """Seconds left at the recent rate; None while the rate is unknown or zero."""
+        if remaining <= 0:
+            return 0.0
+        rate = self.rate()
+        return remaining / rate if rate > 0 else None
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -:--:--"
+    seconds = int(round(seconds))
+    return f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class LiveProgress:
-    """One bar per model: done / total, errors, retries, rate and ETA."""
+    """One bar per model: done / total, errors, retries, recent rate and ETA."""
 
     def __init__(self, *, enabled: bool = True) -> None:
+        # Fits 80 columns: names never cut (a simulated judge is starred, as in the summary).
         self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=12),
             MofNCompleteColumn(),
-            TextColumn("errors {task.fields[errors]} retries {task.fields[retries]}"),
+            TextColumn("err {task.fields[errors]} retry {task.fields[retries]}"),
             TextColumn("{task.fields[rate]:.1f}/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=console,
             disable=not enabled,
             transient=False,
         )
+        self.enabled = enabled
         self.tasks: dict[str, TaskID] = {}
-        self.started = time.monotonic()
+        self.rates: dict[str, RecentRate] = {}
 
     def __enter__(self) -> LiveProgress:
         self.progress.start()
@@ -56,56 +101,147 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def warn(self, text: str) -> None:
+        """A line above the bars (or on stderr when the display is off)."""
+        if self.enabled:
+            self.progress.console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
+        else:
+            console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
+
     def update(self, snapshot: JobProgress) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
         for model in snapshot.models:
             entry = snapshot.per_model[model]
             if model not in self.tasks:
                 self.tasks[model] = self.progress.add_task(
-                    label(model), total=snapshot.unique, errors=0, retries=0, rate=0.0
+                    starred(model), total=snapshot.unique, errors=0, retries=0, rate=0.0, eta=""
                 )
+                self.rates[model] = RecentRate()
+            rate = self.rates[model]
+            rate.add(entry.done)
             self.progress.update(
                 self.tasks[model],
                 completed=entry.done,
                 errors=entry.errors,
                 retries=entry.retries,
-                rate=entry.done / elapsed,
+                rate=rate.rate(),
+                eta=format_eta(rate.eta(snapshot.unique - entry.done)),
             )
 
 
+class NoConsumerWatch:
+    """Warns, once per model, when its queue has work but no live worker (cluster mode).
+
+    A model nobody serves would otherwise sit at 0/N, 0.0/s forever. Workers announce
+    themselves in Redis (``workers.presence``); a short grace covers workers still starting.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        specs: Any,
+        *,
+        grace: float = 5.0,
+        every: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.queues = {spec.name: spec.queue for spec in specs}
+        self.grace = grace
+        self.every = every
+        self.clock = clock
+        self.started = clock()
+        self.checked = float("-inf")
+        self.warned: set[str] = set()
+
+    @staticmethod
+    def message(model: str) -> str:
+        from workers.models import queue_name
+
+        return f"no worker is consuming {queue_name(model)}; start one with `ibt worker -m {model}`"
+
+    def check(self, snapshot: JobProgress) -> list[str]:
+        """Warnings due now (each model once, until a worker shows up for it)."""
+        from workers.presence import live_consumers
+
+        now = self.clock()
+        if now - self.started < self.grace or now - self.checked < self.every:
+            return []
+        self.checked = now
+        warnings = []
+        for model, queue in self.queues.items():
+            entry = snapshot.per_model.get(model)
+            if entry is None or entry.done >= snapshot.unique:
+                continue
+            if live_consumers(self.client, queue):
+                self.warned.discard(model)
+            elif model not in self.warned:
+                self.warned.add(model)
+                warnings.append(self.message(model))
+        return warnings
+
+
+def counts_line(summary: dict[str, Any]) -> str:
+    """Rows, unique pairs, records and calls, each named: never one ambiguous 'items'."""
+    rows = int(summary.get("rows", 0))
+    models = len(summary["models"])
+    duplicates = int(summary.get("duplicates", 0))
+    unique = rows - duplicates
+    calls = sum(int(entry.get("attempts", 0)) for entry in summary["models"].values())
+    cached = sum(int(entry.get("cached", 0)) for entry in summary["models"].values())
+    text = (
+        f"{rows} rows x {models} model{'s' if models != 1 else ''} = {rows * models} records; "
+        f"{unique} unique pair{'s' if unique != 1 else ''} judged per model"
+    )
+    if duplicates:
+        text += (
+            f" ({duplicates} duplicate row{'s reuse' if duplicates != 1 else ' reuses'} a verdict)"
+        )
+    return text + f"; {calls} provider calls, {cached} cached verdicts"
+
+
 def print_summary(job: str, summary: dict[str, Any], elapsed: float | None = None) -> None:
-    table = Table(title=f"job {job}")
-    for column in (
-        "model",
-        "items",
-        "scored",
-        "errors",
-        "attempts",
-        "cached",
-        "tokens in",
-        "tokens out",
-    ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    """The end-of-run table; fits 80 columns (names are never cut: simulated judges get a
+    star and a footnote, error kinds a line of their own)."""
+    table = Table(
+        title=f"job {job}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        padding=(0, 0, 0, 1),
+    )
+    names = [f"{m} *" if m in SIMULATED else m for m in summary["models"]]
+    table.add_column("model", no_wrap=True, min_width=max(map(len, names), default=5))
+    for column in ("judged", "scored", "errors", "calls", "cached", "tokens in", "out"):
+        table.add_column(column, justify="right", overflow="fold")
+    kinds: list[str] = []
     for model, entry in summary["models"].items():
-        errors = ", ".join(f"{kind} {n}" for kind, n in sorted(entry["errors"].items())) or "0"
+        errors = sum(entry["errors"].values())
+        if errors:
+            detail = ", ".join(f"{kind} {n}" for kind, n in sorted(entry["errors"].items()))
+            kinds.append(f"{model}: {detail}")
         table.add_row(
-            label(model),
+            starred(model),
             str(entry["items"]),
             str(entry["scored"]),
-            errors,
+            str(errors),
             str(entry["attempts"]),
             str(entry.get("cached", 0)),
             f"{entry['input_tokens']:,}",
             f"{entry['output_tokens']:,}",
         )
     console.print(table)
+    if kinds:
+        console.print("errors by kind: " + "; ".join(kinds), highlight=False)
+    console.print(counts_line(summary), highlight=False)
     if summary.get("lost"):
         console.print(f"[red]{summary['lost']} records were lost (shown as error records)[/]")
     if elapsed:
         rate = summary["items"] / elapsed if elapsed else 0.0
-        console.print(f"{summary['items']} items in {elapsed:.1f}s ({rate:.1f} items/s)")
+        console.print(
+            f"{summary['items']} judgements in {elapsed:.1f} s ({rate:.1f}/s)", highlight=False
+        )
     if any(model in SIMULATED for model in summary["models"]):
         console.print(
-            "[bold yellow]Simulated judges[/] answer deterministically from a local server "
+            "[bold yellow]* simulated judges[/] answer deterministically from a local server "
             "speaking the OpenAI/Anthropic wire formats; their scores are not real judgements."
         )

@@ -3,6 +3,9 @@
 The results file is what ``ibt score`` writes: a JSON array or JSON Lines (detected from the
 content, so the extension does not matter; ``-`` reads stdin). Records are validated as they
 are read; a bad one raises :class:`InputError` naming the file, the line and the field.
+
+The report is the command's output, so it goes to stdout (as text, or one JSON object with
+``--json``); errors and notes such as ``wrote plots/...`` go to stderr and never mix into it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from workers.models import SIMULATED
 PRICE_KEYS = ("input_price_per_mtok", "output_price_per_mtok")
 HISTOGRAM_PNG = "score_histogram.png"
 HEATMAP_PNG = "agreement_heatmap.png"
+# A redirected report has no terminal to measure: a fixed width keeps the combined judges
+# table on one line per judge and makes the file the same wherever it was written.
+REDIRECTED_WIDTH = 120
 
 
 # --------------------------------------------------------------------------- loading
@@ -547,23 +553,115 @@ def _palette(n: int) -> list[Any]:
 # --------------------------------------------------------------------------- the command
 
 
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as one JSON-safe object: the numbers the text report shows, unrounded.
+
+    Keys are stable; ``null`` stands where the text shows "—" (undefined or unknown):
+
+    - ``source``, ``records``, ``pairs``, ``judges``, ``error_records``: the header line.
+    - ``models``: one object per judge, in order of first appearance, with ``model``,
+      ``simulated``, ``records``, ``scored``, ``error_records``, ``mean``, ``median``,
+      ``histogram`` (``{"1": n, ..., "5": n}``, pairs given each score), ``errors``
+      (``{kind: {"records": n, "share": n / records}}``, most frequent first),
+      ``input_tokens``, ``output_tokens`` and ``cost`` (``null`` without a price).
+    - ``total_cost``: over the judges with a price; ``null`` when none has one.
+    - ``agreement``: one object per pair of judges, with ``model_a``, ``model_b``, ``pairs``
+      (how many both scored), ``exact``, ``kappa_quadratic``, ``kappa_linear``, ``spearman``;
+      empty with a single judge.
+    - ``consensus``: ``judges``, ``pairs``, ``all_scored`` (pairs every judge scored),
+      ``all_agree`` (of those, the pairs every judge gave the same score), ``agree_share``.
+    """
+    c = report.consensus
+    return {
+        "source": report.source,
+        "records": report.records,
+        "pairs": report.pairs,
+        "judges": len(report.models),
+        "error_records": report.error_records,
+        "models": [
+            {
+                "model": stats.model,
+                "simulated": stats.model in SIMULATED,
+                "records": stats.count,
+                "scored": stats.scored,
+                "error_records": stats.error_count,
+                "mean": stats.mean,
+                "median": stats.median,
+                "histogram": {
+                    str(score): n for score, n in zip(SCORES, stats.histogram, strict=True)
+                },
+                "errors": {
+                    kind: {"records": n, "share": stats.error_share[kind]}
+                    for kind, n in stats.errors.items()
+                },
+                "input_tokens": stats.input_tokens,
+                "output_tokens": stats.output_tokens,
+                "cost": stats.cost,
+            }
+            for stats in report.per_model
+        ],
+        "total_cost": report.total_cost,
+        "agreement": [
+            {
+                "model_a": entry.model_a,
+                "model_b": entry.model_b,
+                "pairs": entry.n,
+                "exact": entry.exact,
+                "kappa_quadratic": entry.kappa_quadratic,
+                "kappa_linear": entry.kappa_linear,
+                "spearman": entry.spearman,
+            }
+            for entry in report.agreements
+        ],
+        "consensus": {
+            "judges": c.models,
+            "pairs": c.pairs,
+            "all_scored": c.all_scored,
+            "all_agree": c.all_agree,
+            "agree_share": c.agree_share,
+        },
+    }
+
+
+def stdout_console() -> Console:
+    """The console the report is printed on: stdout, as the command's output.
+
+    A terminal gets colour at its own width; a file or pipe gets plain text (no ANSI codes)
+    at :data:`REDIRECTED_WIDTH` columns, so ``ibt report r.json > report.txt`` is clean text.
+    """
+    console = Console()
+    if console.is_terminal:
+        return console
+    return Console(width=REDIRECTED_WIDTH, color_system=None)
+
+
 def run_report(
     path: str,
     png_dir: str | None,
     prices_file: str | None = None,
     *,
-    console: Console | None = None,
+    as_json: bool = False,
+    out: Console | None = None,
+    err: Console | None = None,
 ) -> int:
-    """Print the report of ``path`` (and write plots to ``png_dir``); 0 done, 2 bad input."""
-    console = console or Console(stderr=True)
+    """Print the report of ``path`` on stdout (and write plots to ``png_dir``).
+
+    ``as_json`` prints :func:`report_json` instead of the tables. Errors and notes go to
+    ``err`` (stderr). Returns 0 when done, 2 on bad input.
+    """
+    err = err or Console(stderr=True)
     try:
         prices = load_prices(prices_file) if prices_file else None
         report = build_report(path, prices)
     except InputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
-    print_report(report, console)
+    if as_json:
+        sys.stdout.write(json.dumps(report_json(report), ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        print_report(report, out or stdout_console())
     if png_dir:
         for written in write_plots(report, Path(png_dir)):
-            console.print(f"wrote {written}", highlight=False)
+            err.print(f"wrote {written}", highlight=False)
     return 0

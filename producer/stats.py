@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from types import MappingProxyType
 from typing import Any, Literal
 
 from producer.inputs import json_type_name
@@ -29,6 +30,13 @@ from workers.errors import InputError
 
 SCORES = (1, 2, 3, 4, 5)
 REQUIRED_KEYS = ("reasoning", "score", "instruction", "generation", "model")
+# What one judge said about a pair. Every other key of a record (``id``, ``source``, ...) is a
+# field of the pair's input, carried through by ``ibt score``; keys starting with ``_`` are
+# internal and dropped.
+JUDGE_KEYS = frozenset(
+    {"reasoning", "score", "model", "error", "raw", "input_tokens", "output_tokens"}
+)
+NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 Weights = Literal["quadratic", "linear"] | None
 Prices = Mapping[str, tuple[float, float]]
 
@@ -48,6 +56,8 @@ class JudgeRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     line: int | None = None
+    # The pair's other input fields, in record order (not hashed: a mapping has no hash).
+    fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS, hash=False)
 
     @property
     def error_kind(self) -> str | None:
@@ -84,6 +94,13 @@ def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeReco
     score = _parse_score(raw["score"], source=source, line=line)
     error = raw.get("error") if score is None else None  # a scored record has no error
     tokens = [_parse_tokens(raw, key, source=source, line=line) for key in _TOKEN_KEYS]
+    fields = {
+        key: value
+        for key, value in raw.items()
+        if key not in JUDGE_KEYS
+        and key not in ("instruction", "generation")
+        and not str(key).startswith("_")
+    }
     return JudgeRecord(
         instruction=raw["instruction"],
         generation=raw["generation"],
@@ -93,6 +110,7 @@ def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeReco
         input_tokens=tokens[0],
         output_tokens=tokens[1],
         line=line,
+        fields=fields or NO_FIELDS,  # most files have none: share one empty mapping
     )
 
 
@@ -134,6 +152,7 @@ class PairResult:
     occurrence: int
     scores: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # model -> error kind
+    fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS)  # from its first record
 
 
 def models_in_order(records: Iterable[JudgeRecord]) -> list[str]:
@@ -151,7 +170,9 @@ def group_pairs(records: Iterable[JudgeRecord]) -> list[PairResult]:
         key = (record.instruction, record.generation, seen[triple])
         pair = pairs.get(key)
         if pair is None:
-            pair = pairs[key] = PairResult(record.instruction, record.generation, key[2])
+            pair = pairs[key] = PairResult(
+                record.instruction, record.generation, key[2], fields=record.fields
+            )
         if record.score is None:
             pair.errors[record.model] = error_kind(record.error)
         else:

@@ -16,10 +16,12 @@ so pairs kept for K = 1..5 are
     min/all: 5 4 4 3 0
     median:  5 4 4 3 1
 with 1 pair excluded (no judge scored pair 5), 5 error records in 3 pairs (3, 4, 5).
+(``all`` is an alias of ``min``: both leave a judge's error record out.)
 """
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from pathlib import Path
@@ -28,16 +30,23 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
-from producer.curate import run_select, select
+from producer.curate import print_selection, run_select, select
 from producer.report import load_results
 from producer.stats import JudgeRecord
 from workers.errors import InputError
 
 DATA = Path(__file__).parent / "data" / "report"
 THREE = str(DATA / "three_judges.json")
+A, B, C = "gpt-4o-mini", "claude-3-5-haiku-latest", "openai/llama3.1:8b"
 SIXTY = {"instruction": "What is 3 times 20?", "generation": "It's 60."}
 PRIME = {"instruction": "Name a prime number.", "generation": "7"}
+
+
+def texts(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kept pairs without their scores: what the pair was."""
+    return [{"instruction": p["instruction"], "generation": p["generation"]} for p in kept]
 
 
 @pytest.mark.parametrize(
@@ -64,9 +73,81 @@ def test_kept_pairs_in_input_order_with_duplicates() -> None:
     # mean >= 4: pairs 1 (4.67), 3 (4.0), 4 (4.5). Pair 4 repeats pair 1's texts and is kept
     # on its own scores, so the output has that pair twice, as the input did.
     selection = select(load_results(THREE), min_score=4, agg="mean")
-    assert selection.kept == [SIXTY, PRIME, SIXTY]
+    assert texts(selection.kept) == [SIXTY, PRIME, SIXTY]
     # median >= 5: only pair 1 (5 5 4 -> 5); pair 4 (5 4 -> 4.5) is not kept
-    assert select(load_results(THREE), min_score=5, agg="median").kept == [SIXTY]
+    assert texts(select(load_results(THREE), min_score=5, agg="median").kept) == [SIXTY]
+
+
+def test_kept_pairs_carry_their_scores() -> None:
+    # The scores that justify each kept pair, judges in file order, failed judges absent.
+    kept = select(load_results(THREE), min_score=4, agg="mean").kept
+    assert kept == [
+        {**SIXTY, "scores": {A: 5, B: 5, C: 4}, "aggregate": {"agg": "mean", "value": 14 / 3}},
+        {**PRIME, "scores": {A: 4, C: 4}, "aggregate": {"agg": "mean", "value": 4.0}},
+        {**SIXTY, "scores": {A: 5, B: 4}, "aggregate": {"agg": "mean", "value": 4.5}},
+    ]
+    median = select(load_results(THREE), min_score=5, agg="median").kept
+    assert median[0]["aggregate"] == {"agg": "median", "value": 5.0}
+
+
+def test_input_fields_are_carried_from_the_first_record() -> None:
+    def record(model: str, score: str | None, **extra: Any) -> dict[str, Any]:
+        return {
+            "reasoning": None if score is None else "fine",
+            "score": score,
+            "instruction": "q",
+            "generation": "g",
+            "model": model,
+            **extra,
+        }
+
+    rows = [
+        record("a", "5", id="p1", source="web", meta={"lang": "en"}, input_tokens=3),
+        record("b", None, id="p1", source="web", error="unparseable reply: x", raw="?", _kind="u"),
+        record("c", "4", id="other", source="web", scores="input field", output_tokens=2),
+    ]
+    kept = select(rows, min_score=4, agg="min").kept
+    # id/source/meta from the first record; judge keys (reasoning, score, model, error, raw,
+    # tokens) and internal "_" keys are the judges', not the pair's; "scores" is ours.
+    expected = {
+        "instruction": "q",
+        "generation": "g",
+        "id": "p1",
+        "source": "web",
+        "meta": {"lang": "en"},
+        "scores": {"a": 5, "c": 4},
+        "aggregate": {"agg": "min", "value": 4},
+    }
+    assert kept == [expected]
+    assert list(kept[0]) == list(expected)  # the key order too
+
+
+def test_all_is_an_alias_of_min() -> None:
+    # Judge b failed on q: "all" does not demand that every judge scored the pair; like
+    # "min", it keeps q on a's 5 alone. The output names the rule "min" either way.
+    records = [
+        JudgeRecord("q", "g", "a", 5),
+        JudgeRecord("q", "g", "b", None, "rate_limit: HTTP 429"),
+        JudgeRecord("r", "g", "a", 5),
+        JudgeRecord("r", "g", "b", 4),
+    ]
+    by_min = select(records, min_score=5, agg="min")
+    by_all = select(records, min_score=5, agg="all")
+    assert by_all.kept == by_min.kept
+    assert by_all.kept == [
+        {
+            "instruction": "q",
+            "generation": "g",
+            "scores": {"a": 5},
+            "aggregate": {"agg": "min", "value": 5},
+        }
+    ]
+    assert by_all.passed == by_min.passed
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_selection(by_all, console)
+    legend = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "--agg all = min: every judge that scored the pair gave >= K" in legend
+    assert "neither keeps nor vetoes" in legend
 
 
 def test_errored_judge_neither_keeps_nor_vetoes() -> None:
@@ -78,13 +159,13 @@ def test_errored_judge_neither_keeps_nor_vetoes() -> None:
     ]
     for agg in ("mean", "min", "all", "median"):
         selection = select(records, min_score=5, agg=agg)
-        assert selection.kept == [{"instruction": "q", "generation": "g"}]
+        assert texts(selection.kept) == [{"instruction": "q", "generation": "g"}]
         assert (selection.pairs_with_errors, selection.error_records) == (1, 1)
 
 
 def test_accepts_result_dicts() -> None:
     rows = json.loads(Path(THREE).read_text())
-    assert select(rows, min_score=4, agg="mean").kept == [SIXTY, PRIME, SIXTY]
+    assert texts(select(rows, min_score=4, agg="mean").kept) == [SIXTY, PRIME, SIXTY]
     with pytest.raises(InputError, match="<python>:2: field 'score'"):
         select([rows[0], {**rows[1], "score": "five"}], min_score=4, agg="mean")
 
@@ -132,7 +213,7 @@ def test_matches_brute_force(pairs: list[list[int | None]], agg: str, k: int) ->
         for j, score in enumerate(scores)
     ]
     selection = select(records, min_score=k, agg=agg)
-    assert selection.kept == [
+    assert texts(selection.kept) == [
         {"instruction": f"q{i}", "generation": "g"} for i in reference(pairs, agg, k)
     ]
     for threshold in range(1, 6):
@@ -148,7 +229,8 @@ def test_run_select_writes_jsonl_json_and_stdout(
     out = tmp_path / "sub" / "kept.jsonl"
     assert run_select(THREE, min_score=4, agg="mean", output=str(out)) == 0
     lines = out.read_text().splitlines()
-    assert [json.loads(line) for line in lines] == [SIXTY, PRIME, SIXTY]
+    assert texts([json.loads(line) for line in lines]) == [SIXTY, PRIME, SIXTY]
+    assert json.loads(lines[1])["scores"] == {A: 4, C: 4}
     err = " ".join(capsys.readouterr().err.split())
     assert "Pairs kept by threshold" in err
     assert "1 excluded because no judge scored them" in err
@@ -157,12 +239,14 @@ def test_run_select_writes_jsonl_json_and_stdout(
 
     as_json = tmp_path / "kept.json"
     assert run_select(THREE, min_score=5, agg="median", output=str(as_json)) == 0
-    assert json.loads(as_json.read_text()) == [SIXTY]
+    assert texts(json.loads(as_json.read_text())) == [SIXTY]
 
     capsys.readouterr()
     assert run_select(THREE, min_score=4, agg="min", output="-") == 0
     captured = capsys.readouterr()
-    assert [json.loads(line) for line in captured.out.splitlines()] == [SIXTY, PRIME, SIXTY]
+    kept = [json.loads(line) for line in captured.out.splitlines()]
+    assert texts(kept) == [SIXTY, PRIME, SIXTY]
+    assert [pair["aggregate"] for pair in kept] == [{"agg": "min", "value": 4}] * 3
     assert "Pairs kept" in captured.err and "Pairs kept" not in captured.out
 
 

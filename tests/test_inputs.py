@@ -30,15 +30,42 @@ def as_records() -> list[dict[str, str]]:
 def test_all_formats_give_the_same_pairs(tmp_path: Path) -> None:
     jsonl = "".join(json.dumps(r) + "\n" for r in as_records())
     array = json.dumps(as_records(), indent=2)
-    csv_text = 'instruction,generation\n"What is 3 times 20?",It\'s 60.\n'
-    csv_text += '"Multi\nline","quotes ""and"", commas"\n'
-    assert load_pairs(write(tmp_path, "a.jsonl", jsonl)) == PAIRS
-    assert load_pairs(write(tmp_path, "a.ndjson", "\n" + jsonl + "\n\n")) == PAIRS
-    assert load_pairs(write(tmp_path, "a.json", array)) == PAIRS
-    assert load_pairs(write(tmp_path, "a.csv", csv_text)) == PAIRS
-    assert load_pairs("-", stdin=io.BytesIO(array.encode())) == PAIRS
-    assert load_pairs("-", stdin=io.BytesIO(jsonl.encode())) == PAIRS
-    assert load_pairs(write(tmp_path, "a.txt", jsonl)) == PAIRS
+    csv_text = 'instruction,generation,id\n"What is 3 times 20?",It\'s 60.,x\n'
+    csv_text += '"Multi\nline","quotes ""and"", commas",x\n'
+    with_id = [Pair(p.instruction, p.generation, '{"id": "x"}') for p in PAIRS]
+    assert load_pairs(write(tmp_path, "a.jsonl", jsonl)) == with_id
+    assert load_pairs(write(tmp_path, "a.ndjson", "\n" + jsonl + "\n\n")) == with_id
+    assert load_pairs(write(tmp_path, "a.json", array)) == with_id
+    assert load_pairs(write(tmp_path, "a.csv", csv_text)) == with_id
+    assert load_pairs("-", stdin=io.BytesIO(array.encode())) == with_id
+    assert load_pairs("-", stdin=io.BytesIO(jsonl.encode())) == with_id
+    assert load_pairs(write(tmp_path, "a.txt", jsonl)) == with_id
+
+
+def test_extra_fields_are_kept_and_never_shadow_output_keys(tmp_path: Path) -> None:
+    """Issue 11.13: extra input fields travel with the pair; one named like an output key
+    (score, model, error ...) is renamed input_<name>, so the documented keys stay ours."""
+    record = {
+        "id": 7,
+        "instruction": "i",
+        "source": {"set": "alpaca"},
+        "generation": "g",
+        "score": "old",
+        "model": "m",
+        "input_tokens": 3,
+    }
+    path = write(tmp_path, "x.jsonl", json.dumps(record) + "\n")
+    (pair,) = load_pairs(path)
+    assert pair.texts == ("i", "g")
+    assert json.loads(pair.extra or "{}") == {
+        "id": 7,
+        "source": {"set": "alpaca"},
+        "input_score": "old",
+        "input_model": "m",
+        "input_input_tokens": 3,
+    }
+    plain = write(tmp_path, "y.jsonl", json.dumps({"instruction": "i", "generation": "g"}))
+    assert load_pairs(plain)[0].extra is None
 
 
 @pytest.mark.parametrize(
@@ -110,7 +137,7 @@ def test_missing_file() -> None:
 
 
 def test_validate_records_for_the_python_api() -> None:
-    assert validate_records(as_records()) == PAIRS
+    assert [p.texts for p in validate_records(as_records())] == [p.texts for p in PAIRS]
     with pytest.raises(InputError, match=r"<python>:2: field 'generation'"):
         validate_records([as_records()[0], {"instruction": "a", "generation": 1}])
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,10 +31,13 @@ from rich.console import Console
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
+from producer.cli import main
 from producer.report import (
     HEATMAP_PNG,
     HISTOGRAM_PNG,
+    REDIRECTED_WIDTH,
     build_report,
+    format_cost,
     load_prices,
     load_results,
     print_report,
@@ -42,6 +48,7 @@ from workers.errors import ConfigError, InputError
 
 DATA = Path(__file__).parent / "data" / "report"
 THREE = str(DATA / "three_judges.json")
+PRICES = str(DATA / "prices.toml")
 A, B, C = "gpt-4o-mini", "claude-3-5-haiku-latest", "openai/llama3.1:8b"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -199,12 +206,153 @@ def test_plots_are_valid_pngs(tmp_path: Path) -> None:
 
 
 def test_run_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_report(THREE, str(tmp_path), str(DATA / "prices.toml"))
+    # The report is the output (stdout); notes about written files are not (stderr).
+    code = run_report(THREE, str(tmp_path), PRICES)
     captured = capsys.readouterr()
-    assert code == 0 and captured.out == ""
-    assert "Agreement between judges" in captured.err
+    assert code == 0
+    assert "Agreement between judges" in captured.out and "$0.00018" in captured.out
+    assert "\x1b" not in captured.out  # not a terminal: no colour codes
+    assert "Agreement" not in captured.err and "wrote" not in captured.out
     assert f"wrote {tmp_path / HEATMAP_PNG}" in captured.err.replace("\n", "")
     assert (tmp_path / HISTOGRAM_PNG).stat().st_size > 0
+
+
+def test_ibt_report_prints_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", THREE, "--prices", PRICES]) == 0
+    captured = capsys.readouterr()
+    assert "18 records, 6 pairs, 3 judges, 5 error records" in captured.out
+    assert "All 3 judges scored 3 of 6 pairs" in captured.out
+    assert captured.err == ""
+
+
+def test_redirected_report_is_plain_text_at_a_fixed_width(tmp_path: Path) -> None:
+    # What a user does: `ibt report results.json > report.txt`, from a colour terminal.
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    env.update(TERM="xterm-256color", COLUMNS="60")
+    report = tmp_path / "report.txt"
+    with report.open("wb") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "report", THREE],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    text = report.read_text(encoding="utf-8")
+    assert "Agreement between judges" in text and "0.875" in text
+    assert "\x1b" not in text
+    widths = [len(line) for line in text.splitlines()]
+    # the agreement table is about 100 columns: not wrapped to $COLUMNS, nor wider than fixed
+    assert 60 < max(widths) <= REDIRECTED_WIDTH
+    assert done.stderr == b""
+
+
+def tables(text: str) -> dict[str, list[list[str]]]:
+    """The body rows of each table in a plain-text report (stripped cells), by table title."""
+    found: dict[str, list[list[str]]] = {}
+    title = ""
+    for line in text.splitlines():
+        if "│" in line:
+            found.setdefault(title, []).append([cell.strip() for cell in line.split("│")[1:-1]])
+        elif line[:1] not in "┏┃┡└":
+            title = line.split(" (")[0]
+    return found
+
+
+def test_json_report_has_the_text_report_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_report(THREE, None, PRICES, as_json=True) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert captured.err == ""
+    assert run_report(THREE, None, PRICES) == 0
+    text = capsys.readouterr().out
+    shown = tables(text)
+
+    def num(value: float | None, digits: int) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    def pct(value: float) -> str:
+        return f"{value:.1%}"
+
+    assert list(data) == [
+        "source",
+        "records",
+        "pairs",
+        "judges",
+        "error_records",
+        "models",
+        "total_cost",
+        "agreement",
+        "consensus",
+    ]
+    header = (
+        f"{data['source']}: {data['records']} records, {data['pairs']} pairs, "
+        f"{data['judges']} judges, {data['error_records']} error records"
+    )
+    assert text.splitlines()[0] == header
+    errors = iter(shown["Error records by kind"])
+    for judge in data["models"]:
+        cells = [
+            cell
+            for title in ("Judges", "Scores given", "Tokens and cost")  # split when too wide
+            for row in shown.get(title, [])
+            if row[0] == judge["model"]
+            for cell in row[1:]
+        ]
+        assert cells == [
+            str(judge["records"]),
+            str(judge["scored"]),
+            str(judge["error_records"]),
+            num(judge["mean"], 2),
+            num(judge["median"], 1),
+            *(str(judge["histogram"][str(score)]) for score in range(1, 6)),
+            str(judge["input_tokens"]),
+            str(judge["output_tokens"]),
+            format_cost(judge["cost"]),
+        ]
+        assert judge["simulated"] is False
+        for i, (kind, entry) in enumerate(judge["errors"].items()):
+            name = judge["model"] if i == 0 else ""
+            assert next(errors) == [name, kind, str(entry["records"]), pct(entry["share"])]
+    assert next(errors, None) is None
+    agreement = [
+        [
+            entry["model_a"],
+            entry["model_b"],
+            str(entry["pairs"]),
+            pct(entry["exact"]),
+            num(entry["kappa_quadratic"], 3),
+            num(entry["kappa_linear"], 3),
+            num(entry["spearman"], 3),
+        ]
+        for entry in data["agreement"]
+    ]
+    assert agreement == shown["Agreement between judges"]
+    assert f"total cost: {format_cost(data['total_cost'])}" in text
+    assert len(agreement) == 3
+    c = data["consensus"]
+    assert (
+        f"All {c['judges']} judges scored {c['all_scored']} of {c['pairs']} pairs; "
+        f"they agree exactly on {c['all_agree']} ({pct(c['agree_share'])})."
+    ) in text
+    # and the numbers are the computed ones, unrounded
+    report = build_report(THREE, load_prices(PRICES))
+    assert data["models"][1]["mean"] == report.per_model[1].mean == 3.5
+    assert data["agreement"][0]["kappa_quadratic"] == report.agreements[0].kappa_quadratic
+    assert data["total_cost"] == report.total_cost
+
+
+def test_json_report_with_one_judge_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_report(str(DATA / "one_judge.jsonl"), None, as_json=True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["judges"] == 1 and data["agreement"] == []
+    assert data["models"][0]["cost"] is None and data["total_cost"] is None
+    bad = str(DATA / "bad_score.jsonl")
+    assert run_report(bad, None, as_json=True) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{bad}:2" in captured.err.replace("\n", "")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -42,6 +42,11 @@ def records_key(job: str, model: str) -> str:
 def rows_key(job: str) -> str:
     """Row → first row with the same pair; present only when the input has duplicates."""
     return f"{PREFIX}{job}:rows"
+
+
+def extra_key(job: str) -> str:
+    """Row → the JSON object of that input row's extra fields; present only if any row has some."""
+    return f"{PREFIX}{job}:extra"
 
 
 def client_for_url(url: str) -> redis.Redis:
@@ -203,16 +208,43 @@ def iter_records(client: redis.Redis, job: str) -> Iterator[dict[str, Any]]:
     meta = read_meta(client, job) or {}
     models: list[str] = json.loads(meta.get("models", "[]"))
     rows = job_rows(client, job, int(meta.get("pairs", 0)))
+    with_extra = meta.get("extra") == "1"
     for start in range(0, len(rows), READ_BATCH):
         batch = rows[start : start + READ_BATCH]
         with client.pipeline(transaction=False) as pipe:
             for model in models:
                 pipe.hmget(records_key(job, model), batch)  # type: ignore[arg-type]
+            if with_extra:
+                pipe.hmget(extra_key(job), list(range(start, start + len(batch))))
             columns = pipe.execute()
+        extras = columns.pop() if with_extra else [None] * len(batch)
         for position in range(len(batch)):
+            raw_extra = extras[position]
+            extra = json.loads(raw_extra) if raw_extra else None
             for model, column in zip(models, columns, strict=True):
                 raw = column[position]
-                yield json.loads(raw) if raw is not None else lost_record(model)
+                record = json.loads(raw) if raw is not None else lost_record(model)
+                if extra:
+                    record.update(extra)
+                yield record
+
+
+def store_extra(
+    client: redis.Redis, job: str, extras: Iterable[tuple[int, str]], expires: int
+) -> bool:
+    """Keep each row's extra fields (row → JSON) for the output; False if no row had any."""
+    stored = False
+    pipe = client.pipeline(transaction=False)
+    for count, (row, extra) in enumerate(extras, 1):
+        pipe.hset(extra_key(job), str(row), extra)
+        stored = True
+        if count % READ_BATCH == 0:
+            pipe.execute()
+    if stored:
+        pipe.expire(extra_key(job), expires)
+        pipe.hset(meta_key(job), "extra", "1")
+    pipe.execute()
+    return stored
 
 
 def lost_record(model: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from workers import catalog
 from workers.errors import ConfigError
 
 PROVIDERS = ("openai", "anthropic")
@@ -23,6 +25,13 @@ COLLECT_QUEUE = "ibt.collect"
 # exactly the SDK code path production uses. Their names say "simulated" wherever they appear.
 SIMULATED = {"simulated-openai": "openai", "simulated-anthropic": "anthropic"}
 SIMULATED_KEY = "simulated-key-not-secret"
+# Typo detection (see ModelRegistry.typo_of). difflib's ratio preselects known names that look
+# alike; a typo is then at most TYPO_MAX_EDITS changed characters, none of them a digit:
+# gpt-4o-mni is a typo of gpt-4o-mini, but gpt-6-turbo (vs gpt-4-turbo) and claude-sonnet-4-6
+# (vs -4-5) are new versions, and gpt-4o-mini-2024-07-18 is a dated snapshot of a known name.
+TYPO_CUTOFF = 0.8
+TYPO_MAX_EDITS = 2
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,16 @@ _SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
 
 
 class ModelRegistry:
-    """Resolves model names: models file first, then ``PROVIDER/NAME``, then name prefixes."""
+    """Resolves model names: models file first, then ``PROVIDER/NAME``, then name prefixes.
+
+    A bare name that is a likely typo of a known one is refused before a job pays for it.
+    """
 
     def __init__(self, defined: Mapping[str, ModelSpec] | None = None, *, source: str = "") -> None:
         self.defined: dict[str, ModelSpec] = dict(defined or {})
         self.source = source
+        # typo_of's verdicts: workers resolve the same few names for every task.
+        self._typos: dict[str, str | None] = {}
 
     @classmethod
     def load(cls, path: str | None) -> ModelRegistry:
@@ -116,34 +130,80 @@ class ModelRegistry:
         return cls(_read_models_file(Path(path)), source=path)
 
     def resolve(self, name: str) -> ModelSpec:
+        """The spec of ``name``; a likely typo of a known name is refused with a suggestion.
+
+        Known names are the catalog's (``workers/data/catalog.toml``), the models file's and
+        the simulated judges'. ``PROVIDER/NAME`` is always taken as typed.
+        """
         name = name.strip()
         if not name:
             raise ConfigError("empty model name", source="--model")
         if name in self.defined:
-            return self.defined[name]
+            return with_catalog_prices(self.defined[name])
         if name in SIMULATED:
             return ModelSpec(name=name, provider=SIMULATED[name], model=name, simulated=True)
         if "/" in name:
             provider, _, model = name.partition("/")
             if provider in PROVIDERS and model:
-                return ModelSpec(name=name, provider=provider, model=model)
+                return with_catalog_prices(ModelSpec(name=name, provider=provider, model=model))
             raise ConfigError(
                 f"unknown provider '{provider}' in model '{name}'; "
                 f"use one of {', '.join(PROVIDERS)} (e.g. openai/llama3.1:8b for an "
                 "OpenAI-compatible server) or define the model in a models file",
                 source="--model",
             )
-        if name.startswith(OPENAI_PREFIXES):
-            return ModelSpec(name=name, provider="openai", model=name)
-        if name.startswith(ANTHROPIC_PREFIXES):
-            return ModelSpec(name=name, provider="anthropic", model=name)
+        by_prefix = provider_by_prefix(name)
+        if by_prefix is not None:
+            if catalog.lookup(name) is None:
+                suggestion = self.typo_of(name)
+                if suggestion is not None:
+                    raise ConfigError(
+                        f"unknown model '{name}': did you mean '{suggestion}'? "
+                        f"(to send it as typed, write {by_prefix}/{name})",
+                        source="--model",
+                    )
+            return with_catalog_prices(ModelSpec(name=name, provider=by_prefix, model=name))
         hint = f" (models file: {self.source})" if self.source else ""
+        close = _closest(name, self.known_names(), TYPO_CUTOFF)
+        guess = f"did you mean '{close}'? Otherwise: " if close else ""
         raise ConfigError(
-            f"unknown model '{name}'{hint}: names starting with gpt-/o1/o3/o4/chatgpt- go to "
-            "OpenAI and claude- to Anthropic; write PROVIDER/NAME (e.g. openai/llama3.1:8b) "
-            "or define it in a models file (--models-file / IBT_MODELS_FILE)",
+            f"unknown model '{name}'{hint}: {guess}names starting with gpt-/o1/o3/o4/chatgpt- "
+            "go to OpenAI and claude- to Anthropic; write PROVIDER/NAME (e.g. "
+            "openai/llama3.1:8b) or define it in a models file (--models-file / "
+            "IBT_MODELS_FILE)",
             source="--model",
         )
+
+    def known_names(self) -> list[str]:
+        """Names a typo is compared with: the catalog's, the models file's, the simulated."""
+        return [*catalog.names(snapshots=True), *self.defined, *SIMULATED]
+
+    def typo_of(self, name: str) -> str | None:
+        """The known name ``name`` is most likely a typo of, or None if it looks new.
+
+        A date suffix is set aside first, so a dated snapshot of a known name is accepted and
+        a typo in a dated name is suggested with its date. Each known name also stands for
+        its base (without date or ``-latest``): claude-3-5-haiku-20241022 is a snapshot of
+        claude-3-5-haiku-latest.
+        """
+        if name not in self._typos:
+            self._typos[name] = self._find_typo(name)
+        return self._typos[name]
+
+    def _find_typo(self, name: str) -> str | None:
+        date = _DATE_SUFFIX.search(name)
+        stem = name[: date.start()] if date else name
+        bases: dict[str, str] = {}
+        for known in self.known_names():
+            bases.setdefault(known, known)
+            bases.setdefault(_base(known), known)
+        if stem in bases:
+            return None
+        for close in difflib.get_close_matches(stem, bases, n=5, cutoff=TYPO_CUTOFF):
+            if _is_typo(stem, close):
+                known = bases[close]
+                return _base(known) + date.group() if date else known
+        return None
 
     def resolve_all(self, names: Iterable[str]) -> list[ModelSpec]:
         """Resolve and check that names are unique and that no two share a queue."""
@@ -164,6 +224,56 @@ class ModelRegistry:
         if not specs:
             raise ConfigError("no model given (use -m MODEL)", source="--model")
         return specs
+
+
+def provider_by_prefix(name: str) -> str | None:
+    """The provider a bare model name's prefix chooses (gpt-* → openai ...), or None."""
+    if name.startswith(OPENAI_PREFIXES):
+        return "openai"
+    if name.startswith(ANTHROPIC_PREFIXES):
+        return "anthropic"
+    return None
+
+
+def with_catalog_prices(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the catalog's prices for the prices it does not set itself.
+
+    Only for the provider's own API (no ``base_url``): another server's prices are its own.
+    """
+    entry = catalog.lookup(spec.model)
+    if entry is None or entry.provider != spec.provider or spec.simulated or spec.base_url:
+        return spec
+    given_in, given_out = spec.input_price_per_mtok, spec.output_price_per_mtok
+    return replace(
+        spec,
+        input_price_per_mtok=entry.input_price_per_mtok if given_in is None else given_in,
+        output_price_per_mtok=entry.output_price_per_mtok if given_out is None else given_out,
+    )
+
+
+def _base(name: str) -> str:
+    """``name`` without a date suffix or ``-latest``: what its dated snapshots start with."""
+    return _DATE_SUFFIX.sub("", name).removesuffix("-latest")
+
+
+def _is_typo(typed: str, known: str) -> bool:
+    """Whether ``typed`` differs from ``known`` by a few characters, none of them a digit."""
+    changed = 0
+    matcher = difflib.SequenceMatcher(None, typed, known, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if any(c.isdigit() for c in typed[i1:i2] + known[j1:j2]):
+            return False  # another version (gpt-6 vs gpt-5), not a slip of the finger
+        changed += max(i2 - i1, j2 - j1)
+    return 0 < changed <= TYPO_MAX_EDITS
+
+
+def _closest(name: str, known: Iterable[str], cutoff: float) -> str | None:
+    """The known name most like ``name``, ignoring case; for hints on names we refuse anyway."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=cutoff)
+    return by_lower[close[0]] if close else None
 
 
 def _line_of(text: str, needle: str, start: int = 0) -> int | None:
@@ -227,12 +337,9 @@ def _spec_from_table(
         values[key] = value
     provider = values.pop("provider", None)
     if provider is None:
-        if name.startswith(OPENAI_PREFIXES):
-            provider = "openai"
-        elif name.startswith(ANTHROPIC_PREFIXES):
-            provider = "anthropic"
-        else:
-            raise error("provider", f"missing; must be one of {', '.join(PROVIDERS)}")
+        provider = provider_by_prefix(name)
+    if provider is None:
+        raise error("provider", f"missing; must be one of {', '.join(PROVIDERS)}")
     if values.get("structured_fallback", "text") not in ("text", "error"):
         raise error("structured_fallback", "must be 'text' or 'error'")
     if provider not in PROVIDERS:

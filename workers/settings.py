@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -78,6 +79,14 @@ class Settings:
     def env(name: str) -> str | None:
         """A non-secret variable the SDK conventions define (e.g. ``OPENAI_BASE_URL``)."""
         return _str(name)
+
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/]*:)(?P<password>[^@/]*)@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``; safe for any message, log or page."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***@", url)
 
 
 @cache

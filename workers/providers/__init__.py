@@ -48,11 +48,29 @@ def pool_limits(spec: ModelSpec) -> httpx2.Limits:
     )
 
 
+# Sent as the key to a server of the user's own that needs none (Ollama, vLLM without
+# auth): the SDKs refuse to build a client without some key.
+NO_KEY = "no-key-needed"
+
+
+def base_url(spec: ModelSpec) -> str:
+    """Where ``spec``'s requests go: the models file, the SDK's variable, or the default."""
+    return (
+        spec.base_url or get_settings().env(spec.base_url_env) or DEFAULT_BASE_URLS[spec.provider]
+    )
+
+
+def needs_key(spec: ModelSpec) -> bool:
+    """A provider's own endpoint needs a key; a server of the user's own may not."""
+    return not spec.simulated and base_url(spec).rstrip("/") == DEFAULT_BASE_URLS[spec.provider]
+
+
 def credentials(spec: ModelSpec) -> tuple[str, str | None]:
     """(api key, base URL) for ``spec`` from this process's environment.
 
-    Raises a permanent ProviderError when the key is missing: the worker's operator must
-    set it; retrying cannot help.
+    Raises a permanent ProviderError when the key is missing for a provider's own endpoint:
+    the worker's operator must set it; retrying cannot help. A model pointed at another
+    server (``base_url``, ``OPENAI_BASE_URL``...) may run without one.
     """
     settings = get_settings()
     if spec.simulated:
@@ -66,12 +84,16 @@ def credentials(spec: ModelSpec) -> tuple[str, str | None]:
         return SIMULATED_KEY, base + "/v1" if spec.provider == "openai" else base
     key = settings.secret(spec.key_env)
     if not key:
-        raise ProviderError(
-            f"{spec.key_env} is not set in the worker's environment", kind="auth", retryable=False
-        )
+        if needs_key(spec):
+            raise ProviderError(
+                f"{spec.key_env} is not set in the worker's environment",
+                kind="auth",
+                retryable=False,
+            )
+        key = NO_KEY
     # Always explicit: an empty OPENAI_BASE_URL (as compose passes an unset one) would
     # otherwise reach the SDK as "" and break every request.
-    return key, spec.base_url or settings.env(spec.base_url_env) or DEFAULT_BASE_URLS[spec.provider]
+    return key, base_url(spec)
 
 
 def client_for(spec: ModelSpec) -> JudgeClient:
