@@ -2,8 +2,9 @@
 
 A verdict is stored under a hash of everything that shapes the judge's answer, so re-running
 an input (or resuming an interrupted job) calls the provider only for what is missing. A
-short-lived claim on the same key keeps two tasks (a redelivered message and its original,
-two jobs sharing pairs) from paying for the same call at once.
+claim on the same key keeps two tasks (a redelivered message and its original, two jobs
+sharing pairs) from paying for the same call at once; it is a short lease that the holding
+process renews while the call runs (claims.py), so one left by a dead process lapses soon.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from typing import Any
 
 import redis
 
+from workers import claims
 from workers.jobstate import queue_script
 from workers.models import ModelSpec
 from workers.prompt import template_digest
 
 CACHE_PREFIX = "ibt:cache:"
 CLAIM_PREFIX = "ibt:claim:"
+# Stands for the endpoint of a simulated judge: the simulator's port changes every run, and
+# its verdicts depend only on the pair, so a re-run must find them under the same key.
+SIMULATOR_ENDPOINT = "simulator"
 
 
 def cache_key(
@@ -27,13 +32,15 @@ def cache_key(
 ) -> str:
     """Hash of everything that changes a verdict: judge, endpoint, sampling, prompt, pair.
 
+    A simulated judge's endpoint is a fixed marker, not its URL, which changes every run.
     Clients use ``decode_responses=True`` (jobstate.client_for_url), so values are str.
     """
+    endpoint = SIMULATOR_ENDPOINT if spec.simulated else base_url or ""
     material = json.dumps(
         [
             spec.provider,
             spec.model,
-            base_url or "",
+            endpoint,
             spec.temperature,
             spec.max_tokens,
             spec.structured,
@@ -47,20 +54,24 @@ def cache_key(
 
 
 def lookup(
-    client: redis.Redis, key: str, owner: str, ttl: float, pause_key: str
+    client: redis.Redis, key: str, owner: str, hold_for: float, pause_key: str
 ) -> tuple[dict[str, Any] | None, bool, bool]:
     """(cached verdict, whether ``owner`` holds the claim, whether the model is paused).
 
     One round trip for what a task needs to know before it may call the provider. The claim
     owner is the task id, so a redelivery of a task whose worker died re-takes its own claim
-    at once instead of waiting for it to expire.
+    at once instead of waiting for it to expire. A claim is taken for one lease and then
+    renewed by this process until ``settle``, for at most ``hold_for`` seconds.
     """
+    claim = CLAIM_PREFIX + key
     with client.pipeline(transaction=False) as pipe:
         pipe.get(CACHE_PREFIX + key)
-        pipe.set(CLAIM_PREFIX + key, owner, nx=True, ex=max(1, int(ttl)))
-        pipe.get(CLAIM_PREFIX + key)
+        pipe.set(claim, owner, nx=True, ex=claims.LEASE_SECONDS)
+        pipe.get(claim)
         pipe.exists(pause_key)
         raw, _, holder, paused = pipe.execute()
+    if holder == owner:
+        claims.leases(client).hold(claim, owner, hold_for)
     cached = None
     if raw is not None:
         try:
@@ -80,11 +91,16 @@ def settle(
     pipe: redis.client.Pipeline | None = None,
 ) -> None:
     """Store the verdict (if any) and give up the claim, in one round trip (or queued on
-    ``pipe`` for the caller to send with its other writes)."""
+    ``pipe`` for the caller to send with its other writes).
+
+    Renewal stops at once; should the release itself not reach the server, the claim lapses
+    within a lease.
+    """
     own = pipe is None
     pipe = pipe if pipe is not None else client.pipeline(transaction=False)
     if value is not None:
         pipe.set(CACHE_PREFIX + key, json.dumps(value, ensure_ascii=False), ex=ttl)
+    claims.leases(client).release(CLAIM_PREFIX + key, owner)
     queue_script(pipe, "release_claim", [CLAIM_PREFIX + key], [owner])
     if own:
         pipe.execute()

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from workers import cache, jobstate, ratelimit
+from workers import cache, claims, jobstate, ratelimit
 from workers.app import app
 from workers.errors import ConfigError, ProviderError
 from workers.judge import judge
@@ -47,9 +47,12 @@ def _redis() -> Any:
     return jobstate.client_for_url(app.conf.result_backend)
 
 
-# How often a task waits (2 s each) for another task that holds the claim on the same
-# verdict before going ahead itself; covers a claim left by a worker that died mid-call.
-CLAIM_WAIT_SECONDS = 2.0
+# How often a task re-checks a claim another task holds on the same verdict. A live claim
+# is renewed while its call runs; one left by a worker that died lapses within a lease
+# (claims.LEASE_SECONDS), so a re-run picks it up about a second after that.
+CLAIM_WAIT_SECONDS = 1.0
+# The longest a live call keeps its claim beyond its own timeout (inline capacity waits).
+CLAIM_HOLD_MARGIN = 30.0
 
 
 @app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
@@ -79,13 +82,14 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 request.generation,
                 settings.prompt_file,
             )
+            hold_for = spec.timeout + CLAIM_HOLD_MARGIN
             hit, claimed, paused = cache.lookup(
-                client, key, owner, spec.timeout + 30, ratelimit.PAUSE_PREFIX + spec.name
+                client, key, owner, hold_for, ratelimit.PAUSE_PREFIX + spec.name
             )
             if hit is not None:
                 record = cached_record(request, hit)
             elif not claimed:
-                max_waits = int((spec.timeout + 30) / CLAIM_WAIT_SECONDS) + 1
+                max_waits = claims.max_waits(hold_for, CLAIM_WAIT_SECONDS)
                 if request.waits < max_waits:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
