@@ -60,17 +60,17 @@ class Cluster:
         return self._app
 
     def env(self, **extra: str | None) -> dict[str, str]:
-        return child_env(
-            IBT_BROKER_URL=self.url,
-            IBT_RESULT_BACKEND=None,
-            OPENAI_API_KEY=TEST_KEY,
-            ANTHROPIC_API_KEY=TEST_KEY,
-            OPENAI_BASE_URL=self.simulator.openai_base_url,
-            ANTHROPIC_BASE_URL=self.simulator.anthropic_base_url,
-            IBT_RETRY_BACKOFF="0.2",
-            IBT_RETRY_BACKOFF_MAX="1",
-            **{**self.env_overrides, **extra},
-        )
+        values: dict[str, str | None] = {
+            "IBT_BROKER_URL": self.url,
+            "IBT_RESULT_BACKEND": None,
+            "OPENAI_API_KEY": TEST_KEY,
+            "ANTHROPIC_API_KEY": TEST_KEY,
+            "OPENAI_BASE_URL": self.simulator.openai_base_url,
+            "ANTHROPIC_BASE_URL": self.simulator.anthropic_base_url,
+            "IBT_RETRY_BACKOFF": "0.2",
+            "IBT_RETRY_BACKOFF_MAX": "1",
+        }
+        return child_env(**{**values, **self.env_overrides, **extra})
 
     def start_worker(
         self,
