@@ -153,6 +153,7 @@ def _run(  # type: ignore[no-untyped-def]
                     current.app, job, on_progress=on_progress, check_alive=current.check_alive
                 )
         except KeyboardInterrupt:
+            _cancel_quietly(client, job)
             _say_interrupted(job, client, embedded=current.embedded, command=command)
             raise
         # Inside the session: the records stream from the (maybe embedded) broker.
@@ -163,11 +164,28 @@ def _run(  # type: ignore[no-untyped-def]
     print_summary(job, result.summary, time.monotonic() - started)
     for failure in failures:
         console.print(f"[bold red]failed:[/] {failure.describe()}", highlight=False)
+    if result.cancelled:
+        console.print(
+            f"[bold red]cancelled:[/] job {job} was cancelled; rows never judged are error "
+            "records of kind 'cancelled'",
+            highlight=False,
+        )
+        return outcome.FAILED
     return outcome.SYSTEMIC_EXIT if failures else outcome.OK
 
 
+def _cancel_quietly(client, job: str) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C on a command the user waits on cancels its job: nothing goes on spending."""
+    from workers import cancellation
+
+    try:
+        cancellation.request_cancel(client, job, get_settings().result_expires)
+    except Exception as exc:  # the broker may be going down with us; say so, don't hide it
+        console.print(f"[red]could not cancel job {job}: {describe(exc)}[/]", highlight=False)
+
+
 def _say_interrupted(job: str, client, *, embedded: bool, command: str) -> None:  # type: ignore[no-untyped-def]
-    """Ctrl-C: say what happened to the job and what to type next, in a line or two."""
+    """Ctrl-C: say what happened to the job and what to type next."""
     from workers import jobstate
 
     try:
@@ -175,19 +193,18 @@ def _say_interrupted(job: str, client, *, embedded: bool, command: str) -> None:
         done = f" at {snapshot.done}/{snapshot.total} judged" if snapshot else ""
     except Exception:  # the broker may be going down with us
         done = ""
-    if embedded:
-        console.print(
-            f"[red]interrupted:[/] job {job} stopped{done}. Verdicts already paid for are "
-            f"cached; to finish it, paying only for what is missing, run:\n  {command} "
-            f"--resume {job}",
-            highlight=False,
-        )
-    else:
-        console.print(
-            f"[red]interrupted:[/] job {job} goes on running on the cluster{done}. "
-            f"Follow it with `ibt status {job}`, fetch it with `ibt result {job} -o FILE`.",
-            highlight=False,
-        )
+    where = "stopped" if embedded else "cancelled on the cluster"
+    again = (
+        f"run `{command}` again"
+        if command.startswith("ibt demo")
+        else f"run:\n  {command} --resume {job}"
+    )
+    console.print(
+        f"[red]interrupted:[/] job {job} {where}{done}: nothing more is sent to the "
+        "providers; calls in flight finish and their verdicts are kept and cached. To "
+        f"finish the job, paying only for what is missing, {again}",
+        highlight=False,
+    )
 
 
 def _check_cluster() -> None:
@@ -242,6 +259,37 @@ def cmd_result(args: argparse.Namespace) -> int:
     return outcome.OK
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop a job's spending from any host: queued items become 'cancelled' error records."""
+    from workers import cancellation, jobstate
+
+    app = _remote_app(job=args.job)
+    client = jobstate.client_for_url(app.conf.result_backend)
+    what = cancellation.request_cancel(client, args.job, get_settings().result_expires)
+    snapshot = jobstate.progress(client, args.job)
+    if what == "unknown" or snapshot is None:
+        where = mask_url(app.conf.broker_url)
+        console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
+        return outcome.FAILED
+    progress = f"{snapshot.done}/{snapshot.total} judged"
+    if what == "finished":
+        console.print(
+            f"job {args.job} had already finished ({snapshot.status}, {progress}); "
+            "nothing to cancel",
+            highlight=False,
+        )
+    elif what == "already cancelled":
+        console.print(f"job {args.job} was already cancelled ({progress})", highlight=False)
+    else:
+        console.print(
+            f"cancelled job {args.job} at {progress}: queued items will not be sent (they "
+            "become error records of kind 'cancelled'); calls in flight finish and are kept. "
+            f"`ibt status {args.job}` shows when it has closed",
+            highlight=False,
+        )
+    return outcome.OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -266,7 +314,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         queued = client.llen(queue_name(model))
         serving = presence.live_consumers(client, queue_name(model))
         pending = snapshot.unique - entry.done
-        if pending and not serving and snapshot.status != "done":
+        if pending and not serving and snapshot.status in ("running", "submitting"):
             idle.append(model)
         table.add_row(
             model,
@@ -485,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("job")
     result.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
     result.set_defaults(func=cmd_result)
+
+    cancel = sub.add_parser("cancel", help="stop a job's spending: queued items are not sent")
+    cancel.add_argument("job")
+    cancel.set_defaults(func=cmd_cancel)
 
     status = sub.add_parser("status", help="show a job's progress per model")
     status.add_argument("job")

@@ -42,6 +42,12 @@ class JobResult:
         """The whole list in memory: fine for small jobs; stream large ones with records()."""
         return list(self.records())
 
+    @property
+    def cancelled(self) -> bool:
+        from workers import cancellation
+
+        return cancellation.is_cancelled(self.client, self.job)
+
     def first_error(self, model: str) -> str:
         """The error text of ``model``'s first record (for a summary's one-line example)."""
         raw = self.client.hget(jobstate.records_key(self.job, model), "0")
@@ -170,7 +176,7 @@ def wait(
             raise JobFailed(f"job {job} is unknown to this broker (or has expired)")
         if on_progress is not None:
             on_progress(snapshot)
-        if snapshot.status == "done":
+        if snapshot.status in ("done", "cancelled"):
             result = fetch(app, job)
             if result is not None:
                 return result

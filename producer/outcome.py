@@ -45,5 +45,7 @@ def systemic_failures(summary: dict[str, Any], example: Any) -> list[SystemicFai
         kinds = entry.get("errors") or {}
         if entry.get("items") and not entry.get("scored") and len(kinds) == 1:
             kind = next(iter(kinds))
+            if kind == "cancelled":  # the user's own doing, reported as such
+                continue
             failures.append(SystemicFailure(model, kind, int(entry["items"]), example(model)))
     return failures

@@ -19,6 +19,7 @@ from workers import cache, claims, jobstate
 from workers.models import ModelRegistry
 
 pytestmark = pytest.mark.timeout(120)
+NOT_CANCELLED = "ibt:job:no-such-job:cancelled"
 PAUSE_KEY = "ibt:test:no-pause"
 
 
@@ -132,7 +133,7 @@ def test_a_dead_runs_claim_is_taken_over_within_the_lease(client: redis.Redis) -
     assert client.set(cache.CLAIM_PREFIX + key, "dead-run", nx=True, ex=claims.LEASE_SECONDS)
 
     def taken() -> bool:
-        _, claimed, _ = cache.lookup(client, key, "re-run", 90, PAUSE_KEY)
+        _, claimed, _, _ = cache.lookup(client, key, "re-run", 90, PAUSE_KEY, NOT_CANCELLED)
         return claimed
 
     assert wait_for(taken, claims.LEASE_SECONDS + 3, poll=0.2) <= claims.LEASE_SECONDS + 1
@@ -142,7 +143,7 @@ def test_a_dead_runs_claim_is_taken_over_within_the_lease(client: redis.Redis) -
 def test_lookup_claims_are_renewed_by_this_process(client: redis.Redis) -> None:
     key = fresh_key()
     claim = cache.CLAIM_PREFIX + key
-    hit, claimed, paused = cache.lookup(client, key, "worker-task", 90, PAUSE_KEY)
+    hit, claimed, paused, _ = cache.lookup(client, key, "worker-task", 90, PAUSE_KEY, NOT_CANCELLED)
     assert (hit, claimed, paused) == (None, True, False)
     assert (claim, "worker-task") in claims.leases(client).held()
     lowest = [claims.LEASE_SECONDS * 1000]
@@ -162,9 +163,9 @@ def test_lookup_claims_are_renewed_by_this_process(client: redis.Redis) -> None:
 def test_settle_releases_only_its_own_claim(client: redis.Redis) -> None:
     key = fresh_key()
     claim = cache.CLAIM_PREFIX + key
-    _, claimed, _ = cache.lookup(client, key, "owner", 90, PAUSE_KEY)
+    _, claimed, _, _ = cache.lookup(client, key, "owner", 90, PAUSE_KEY, NOT_CANCELLED)
     assert claimed
-    _, claimed_too, _ = cache.lookup(client, key, "other", 90, PAUSE_KEY)
+    _, claimed_too, _, _ = cache.lookup(client, key, "other", 90, PAUSE_KEY, NOT_CANCELLED)
     assert not claimed_too
     cache.settle(client, key, "other", None, 60)
     assert client.get(claim) == "owner"
@@ -172,7 +173,7 @@ def test_settle_releases_only_its_own_claim(client: redis.Redis) -> None:
     cache.settle(client, key, "owner", {"score": 4, "reasoning": "fine"}, 60)
     assert client.exists(claim) == 0
     assert claims.leases(client).held() == []
-    hit, _, _ = cache.lookup(client, key, "later", 90, PAUSE_KEY)
+    hit, _, _, _ = cache.lookup(client, key, "later", 90, PAUSE_KEY, NOT_CANCELLED)
     assert hit == {"score": 4, "reasoning": "fine"}
     cache.settle(client, key, "later", None, 60)
 

@@ -54,9 +54,15 @@ def cache_key(
 
 
 def lookup(
-    client: redis.Redis, key: str, owner: str, hold_for: float, pause_key: str
-) -> tuple[dict[str, Any] | None, bool, bool]:
-    """(cached verdict, whether ``owner`` holds the claim, whether the model is paused).
+    client: redis.Redis,
+    key: str,
+    owner: str,
+    hold_for: float,
+    pause_key: str,
+    cancelled_key: str,
+) -> tuple[dict[str, Any] | None, bool, bool, bool]:
+    """(cached verdict, whether ``owner`` holds the claim, whether the model is paused,
+    whether the job is cancelled).
 
     One round trip for what a task needs to know before it may call the provider. The claim
     owner is the task id, so a redelivery of a task whose worker died re-takes its own claim
@@ -69,7 +75,8 @@ def lookup(
         pipe.set(claim, owner, nx=True, ex=claims.LEASE_SECONDS)
         pipe.get(claim)
         pipe.exists(pause_key)
-        raw, _, holder, paused = pipe.execute()
+        pipe.exists(cancelled_key)
+        raw, _, holder, paused, cancelled = pipe.execute()
     if holder == owner:
         claims.leases(client).hold(claim, owner, hold_for)
     cached = None
@@ -79,7 +86,7 @@ def lookup(
         except ValueError:
             value = None
         cached = value if isinstance(value, dict) else None
-    return cached, holder == owner, bool(paused)
+    return cached, holder == owner, bool(paused), bool(cancelled)
 
 
 def settle(

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from workers import cache, claims, jobstate, ratelimit
+from workers import cache, cancellation, claims, jobstate, ratelimit
 from workers.app import app
 from workers.errors import ConfigError, ProviderError
 from workers.judge import judge
@@ -83,23 +83,31 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 settings.prompt_file,
             )
             hold_for = spec.timeout + CLAIM_HOLD_MARGIN
-            hit, claimed, paused = cache.lookup(
-                client, key, owner, hold_for, ratelimit.PAUSE_PREFIX + spec.name
+            hit, claimed, paused, cancelled = cache.lookup(
+                client,
+                key,
+                owner,
+                hold_for,
+                ratelimit.PAUSE_PREFIX + spec.name,
+                cancellation.cancelled_key(request.job),
             )
             if hit is not None:
-                record = cached_record(request, hit)
+                record = cached_record(request, hit)  # free: kept even when cancelled
+            elif cancelled:
+                record = cancellation.cancelled_record(request)
             elif not claimed:
                 max_waits = claims.max_waits(hold_for, CLAIM_WAIT_SECONDS)
                 if request.waits < max_waits:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
         if record is None:
-            wait = wait_for_capacity(client, spec, request, paused)
+            wait = wait_for_capacity(client, spec, request, paused, checked=key is not None)
             if wait > 0:
                 if key is not None:
                     cache.settle(client, key, owner, None, settings.cache_ttl)
                 raise self.retry(args=(request.to_message(),), countdown=wait)
-            record = judge(request, spec)
+            cancelled = wait < 0
+            record = cancellation.cancelled_record(request) if cancelled else judge(request, spec)
     except ConfigError as exc:
         record = error_record(request, f"config: {exc}", kind="config")
     except ProviderError as exc:
@@ -141,12 +149,28 @@ MAX_INLINE_WAIT = 10.0
 
 
 def wait_for_capacity(
-    client: Any, spec: ModelSpec, request: ScoreRequest, paused: bool | None = None
+    client: Any,
+    spec: ModelSpec,
+    request: ScoreRequest,
+    paused: bool | None = None,
+    *,
+    checked: bool = False,
 ) -> float:
-    """0 once the model's shared limits allow a call (which is then counted), else the
-    seconds after which a deferred task should ask again."""
-    if paused is None:  # not looked up with the cache
-        paused = bool(client.exists(ratelimit.PAUSE_PREFIX + spec.name))
+    """0 once the model's shared limits allow a call (which is then counted), the seconds
+    after which a deferred task should ask again, or -1 if the job was cancelled.
+
+    ``checked``: the cancel flag was already read with the cache lookup; otherwise it is
+    read here with the pause flag, in one round trip. After waiting inline it is read again:
+    a cancel during the wait must still stop the call.
+    """
+    if not checked or paused is None:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.exists(ratelimit.PAUSE_PREFIX + spec.name)
+            pipe.exists(cancellation.cancelled_key(request.job))
+            paused_now, cancelled = pipe.execute()
+        if cancelled:
+            return -1.0
+        paused = bool(paused_now) if paused is None else paused
     if not (spec.rpm or spec.tpm or spec.rps or paused):
         return 0.0
     tokens = ratelimit.estimate_tokens(request.instruction + request.generation, spec.max_tokens)
@@ -154,6 +178,8 @@ def wait_for_capacity(
     while True:
         wait = ratelimit.wait_seconds(client, app.conf.result_backend, spec, tokens)
         if wait <= 0:
+            if waited and cancellation.is_cancelled(client, request.job):
+                return -1.0
             return 0.0
         if waited + wait > MAX_INLINE_WAIT:
             return wait + random.uniform(0, 1)
@@ -237,5 +263,6 @@ def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dic
         "duplicates": sum(1 for row, first in enumerate(rows) if row != first),
         "lost": len(lost),
     }
-    jobstate.set_status(client, job, "done", finished=time.time(), summary=json.dumps(summary))
+    status = "cancelled" if cancellation.is_cancelled(client, job) else "done"
+    jobstate.set_status(client, job, status, finished=time.time(), summary=json.dumps(summary))
     return {"job": job, "summary": summary}
