@@ -159,12 +159,13 @@ def _run(  # type: ignore[no-untyped-def]
         # Inside the session: the records stream from the (maybe embedded) broker.
         written = write_results(result.records(), output)
         failures = outcome.systemic_failures(result.summary, result.first_error)
+        cancelled = result.cancelled
     if output not in (None, "-"):
         console.print(f"wrote {written} records to {output}")
     print_summary(job, result.summary, time.monotonic() - started)
     for failure in failures:
         console.print(f"[bold red]failed:[/] {failure.describe()}", highlight=False)
-    if result.cancelled:
+    if cancelled:
         console.print(
             f"[bold red]cancelled:[/] job {job} was cancelled; rows never judged are error "
             "records of kind 'cancelled'",

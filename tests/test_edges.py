@@ -582,3 +582,20 @@ def test_eta_follows_recent_completions_not_the_average() -> None:
     rate.add(65)
     assert rate.eta(35) is None
     assert format_eta(None) == "ETA -:--:--" and format_eta(75) == "ETA 0:01:15"
+
+
+# --- 8: re-running the demo pays nothing ---
+
+
+def test_second_demo_run_is_served_from_the_cache(tmp_path: Path) -> None:
+    """Item 8: the simulator's port was part of the cache key, so every demo paid again."""
+    env = clean_env(IBT_HOME=str(tmp_path / "home"))
+    first = ibt("demo", "-o", str(tmp_path / "a.json"), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "16 provider calls, 0 cached verdicts" in first.stderr
+    second = ibt("demo", "-o", str(tmp_path / "b.json"), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "0 provider calls, 16 cached verdicts" in second.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(
+        (tmp_path / "b.json").read_text()
+    )
