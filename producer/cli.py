@@ -627,7 +627,7 @@ def _unknown_arguments(
 
 def _say(kind: str, message: object) -> None:
     """One line on stderr; any password in a URL inside it is masked."""
-    console.print(f"[bold red]{kind}:[/] {mask_url(str(message))}", highlight=False)
+    console.print(f"[bold red]{kind}:[/] {mask_url(str(message))}", highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,7 +81,7 @@ class Cluster:
         name: str | None = None,
         **env: str | None,
     ) -> subprocess.Popen[bytes]:
-        label = name or "+".join(models) or "collect"
+        label = (name or "+".join(models) or "collect").replace("/", "_")
         log = self.log_dir / f"worker-{label}-{len(self.workers)}.log"
         argv = worker_argv(
             models,

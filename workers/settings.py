@@ -86,7 +86,10 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/]*:)(?P<
 
 def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***``; safe for any message, log or page."""
-    return _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***@", url)
+    # "PASSWORD" is the placeholder our own hints show (redis://:PASSWORD@host): kept.
+    return _PASSWORD_IN_URL.sub(
+        lambda m: m[0] if m["password"] == "PASSWORD" else f"{m['head']}***@", url
+    )
 
 
 @cache
