@@ -43,14 +43,10 @@ def check_config(specs: Sequence[ModelSpec]) -> None:
     load_template(settings.prompt_file)
     for spec in specs:
         if spec.base_url:
-            where = dict(
-                source=settings.models_file or "models file", field=f"models.{spec.name}.base_url"
-            )
-            _check_url(spec.base_url, **where)
-        elif settings.env(spec.base_url_env):
-            _check_url(
-                str(settings.env(spec.base_url_env)), source="environment", field=spec.base_url_env
-            )
+            source = settings.models_file or "models file"
+            _check_url(spec.base_url, source=source, field=f"models.{spec.name}.base_url")
+        elif url := settings.env(spec.base_url_env):
+            _check_url(url, source="environment", field=spec.base_url_env)
 
 
 def _check_url(url: str, *, source: str, field: str) -> None:

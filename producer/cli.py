@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -68,13 +69,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command as typed, for the resume hint (``ibt`` rather than a module path)."""
-    return "ibt " + " ".join(_quote(a) for a in (args.argv or []))
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    return "ibt " + shlex.join(args.argv or [])
 
 
 def _check_resume(client, job: str, pairs, specs, *, embedded: bool) -> None:  # type: ignore[no-untyped-def]
@@ -239,6 +234,11 @@ def _remote_app(*, job: str | None = None, command: str = "this command"):  # ty
     return create_app(settings.effective_broker_url, settings.result_backend)
 
 
+def _unknown_job(app, job: str) -> int:  # type: ignore[no-untyped-def]
+    console.print(f"[red]job {job} is unknown to {mask_url(app.conf.broker_url)} (or expired)[/]")
+    return outcome.FAILED
+
+
 def cmd_result(args: argparse.Namespace) -> int:
     check_output(args.output)
     app = _remote_app(job=args.job)
@@ -248,9 +248,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 
         snapshot = jobstate.progress(jobstate.client_for_url(app.conf.result_backend), args.job)
         if snapshot is None:
-            where = mask_url(app.conf.broker_url)
-            console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
-            return outcome.FAILED
+            return _unknown_job(app, args.job)
         console.print(
             f"job {args.job} is still {snapshot.status}: {snapshot.done}/{snapshot.total}"
         )
@@ -269,9 +267,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     what = cancellation.request_cancel(client, args.job, get_settings().result_expires)
     snapshot = jobstate.progress(client, args.job)
     if what == "unknown" or snapshot is None:
-        where = mask_url(app.conf.broker_url)
-        console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
-        return outcome.FAILED
+        return _unknown_job(app, args.job)
     progress = f"{snapshot.done}/{snapshot.total} judged"
     if what == "finished":
         console.print(
@@ -300,9 +296,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = jobstate.client_for_url(app.conf.result_backend)
     snapshot = jobstate.progress(client, args.job)
     if snapshot is None:
-        where = mask_url(app.conf.broker_url)
-        console.print(f"[red]job {args.job} is unknown to {where} (or expired)[/]")
-        return outcome.FAILED
+        return _unknown_job(app, args.job)
     table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
     columns = ("model", "done", "pending", "errors", "retries", "queue", "workers", "tokens")
     idle: list[str] = []
@@ -312,8 +306,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         entry = snapshot.per_model[model]
         # Messages waiting in the model's queue now, from every job (Celery's Redis queues
         # are plain lists named after the queue).
-        queued = client.llen(queue_name(model))
-        serving = presence.live_consumers(client, queue_name(model))
+        queue = queue_name(model)
+        queued = client.llen(queue)
+        serving = presence.live_consumers(client, queue)
         pending = snapshot.unique - entry.done
         if pending and not serving and snapshot.status in ("running", "submitting"):
             idle.append(model)

@@ -54,10 +54,6 @@ class JobResult:
         record = json.loads(str(raw)) if raw else {}
         return str(record.get("error") or "no error text")
 
-    @property
-    def count(self) -> int:
-        return int(self.summary["rows"]) * len(self.summary["models"])
-
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]

@@ -139,7 +139,7 @@ class ModelRegistry:
         if not name:
             raise ConfigError("empty model name", source="--model")
         if name in self.defined:
-            return with_catalog_prices(self.defined[name])
+            return self.defined[name]
         if name in SIMULATED:
             return ModelSpec(name=name, provider=SIMULATED[name], model=name, simulated=True)
         if "/" in name:
@@ -301,7 +301,7 @@ def _read_models_file(path: Path) -> dict[str, ModelSpec]:
         header = _line_of(text, name) or None
         if not isinstance(table, dict):
             raise ConfigError("must be a table", source=source, line=header, field=name)
-        specs[name] = _spec_from_table(name, table, text, source, header)
+        specs[name] = with_catalog_prices(_spec_from_table(name, table, text, source, header))
     return specs
 
 

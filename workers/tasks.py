@@ -101,7 +101,7 @@ def score(self: Task, message: dict[str, Any]) -> None:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
         if record is None:
-            wait = wait_for_capacity(client, spec, request, paused, checked=key is not None)
+            wait = wait_for_capacity(client, spec, request, paused)
             if wait > 0:
                 if key is not None:
                     cache.settle(client, key, owner, None, settings.cache_ttl)
@@ -153,24 +153,22 @@ def wait_for_capacity(
     spec: ModelSpec,
     request: ScoreRequest,
     paused: bool | None = None,
-    *,
-    checked: bool = False,
 ) -> float:
     """0 once the model's shared limits allow a call (which is then counted), the seconds
     after which a deferred task should ask again, or -1 if the job was cancelled.
 
-    ``checked``: the cancel flag was already read with the cache lookup; otherwise it is
-    read here with the pause flag, in one round trip. After waiting inline it is read again:
-    a cancel during the wait must still stop the call.
+    ``paused`` given means both flags were read with the cache lookup; None means they are
+    read here, in one round trip. After waiting inline the cancel flag is read again: a
+    cancel during the wait must still stop the call.
     """
-    if not checked or paused is None:
+    if paused is None:
         with client.pipeline(transaction=False) as pipe:
             pipe.exists(ratelimit.PAUSE_PREFIX + spec.name)
             pipe.exists(cancellation.cancelled_key(request.job))
             paused_now, cancelled = pipe.execute()
         if cancelled:
             return -1.0
-        paused = bool(paused_now) if paused is None else paused
+        paused = bool(paused_now)
     if not (spec.rpm or spec.tpm or spec.rps or paused):
         return 0.0
     tokens = ratelimit.estimate_tokens(request.instruction + request.generation, spec.max_tokens)
