@@ -89,10 +89,13 @@ def score_pairs(
     models: Sequence[str],
     *,
     on_progress: jobs.ProgressCallback | None = None,
+    max_cost: float | None = None,
 ) -> list[dict[str, Any]]:
     """Score every pair with every model and return the documented list, in input order.
 
     Pairs are validated before anything is enqueued (``InputError`` names the record).
+    ``max_cost`` caps what the job may spend in USD (items it cannot cover become error
+    records of kind ``budget``).
     """
     items = list(pairs)
     if all(isinstance(item, Pair) for item in items):
@@ -108,8 +111,9 @@ def score_pairs(
         )
     specs = resolve_models(models)
     check_config(specs)
+    jobs.check_budget(specs, max_cost)
     with session(specs) as current:
-        job = jobs.submit(current.app, checked, specs)
+        job = jobs.submit(current.app, checked, specs, max_cost=max_cost)
         return jobs.wait(
             current.app, job, on_progress=on_progress, check_alive=current.check_alive
         ).results  # read while the (maybe embedded) broker is still up

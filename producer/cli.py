@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -16,7 +17,14 @@ from producer.api import check_config, resolve_models, session
 from producer.connection import BrokerUnavailable, check_broker, describe
 from producer.inputs import load_pairs
 from producer.output import check_output, write_results
-from producer.progress import LiveProgress, NoConsumerWatch, console, print_summary
+from producer.progress import (
+    LiveProgress,
+    NoConsumerWatch,
+    budget_line,
+    console,
+    print_summary,
+    usd,
+)
 from workers.errors import ConfigError, IbtError, InputError
 from workers.models import COLLECT_QUEUE, queue_name
 from workers.settings import get_settings, mask_url
@@ -51,8 +59,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     pairs = load_pairs(args.input)
     specs = resolve_models(args.model)
     check_config(specs)
+    jobs.check_budget(specs, args.max_cost)
     if settings.broker_url:
         _check_cluster()
+    if args.dry_run:
+        return _dry_run(pairs, specs, args)
     return _run(
         pairs,
         specs,
@@ -64,7 +75,37 @@ def cmd_score(args: argparse.Namespace) -> int:
         keep_extra=not args.drop_extra_fields,
         resume=args.resume,
         command=_command_line(args),
+        max_cost=args.max_cost,
     )
+
+
+def _dry_run(pairs, specs, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """Print what the job would send and cost; nothing is enqueued, no provider is called."""
+    from producer.estimate import estimate
+    from producer.estimate_view import print_estimate
+    from producer.local import embedded_store
+    from workers import jobstate
+
+    settings = get_settings()
+    use_cache = not args.no_cache
+    store: contextlib.AbstractContextManager[str | None]
+    if settings.broker_url:
+        url: str | None = settings.result_backend or settings.effective_broker_url
+        store = contextlib.nullcontext(url)
+    else:
+        store = embedded_store() if use_cache else contextlib.nullcontext(None)
+    with store as url:
+        client = jobstate.client_for_url(url) if url else None
+        estimates = estimate(
+            pairs,
+            specs,
+            client=client,
+            use_cache=use_cache,
+            structured=args.structured,
+            batch=args.batch,
+        )
+    print_estimate(estimates, max_cost=args.max_cost, cache_consulted=url is not None)
+    return outcome.OK
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -114,6 +155,7 @@ def _run(  # type: ignore[no-untyped-def]
     keep_extra: bool = True,
     resume: str | None = None,
     command: str = "ibt score ...",
+    max_cost: float | None = None,
 ) -> int:
     from workers import jobstate
 
@@ -129,6 +171,7 @@ def _run(  # type: ignore[no-untyped-def]
             use_cache=use_cache,
             structured=structured,
             keep_extra=keep_extra,
+            max_cost=max_cost,
         )
         console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
         if no_wait:
@@ -298,7 +341,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if snapshot is None:
         return _unknown_job(app, args.job)
     table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
-    columns = ("model", "done", "pending", "errors", "retries", "queue", "workers", "tokens")
+    columns = (
+        *("model", "done", "pending", "errors", "retries"),
+        *("queue", "workers", "tokens", "cost"),
+    )
     idle: list[str] = []
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -321,8 +367,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(queued),
             str(serving),
             f"{entry.input_tokens:,}/{entry.output_tokens:,}",
+            usd(entry.cost_nano),
         )
     console.print(table)
+    if snapshot.budget_raw:
+        from workers.budget import parse
+
+        console.print(budget_line(parse(snapshot.budget_raw).as_dict()), highlight=False)
     for model in idle:
         console.print(f"[bold yellow]warning:[/] {NoConsumerWatch.message(model)}", highlight=False)
     return outcome.OK
@@ -516,6 +567,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--resume", metavar="JOB", help="finish an interrupted job: only missing items are paid"
+    )
+    score.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate everything and print the requests, tokens and cost per model; "
+        "nothing is enqueued and no provider is called",
+    )
+    score.add_argument(
+        "--batch",
+        action="store_true",
+        help="send every model's items through its provider's Batch API (half price, "
+        "results within 24 h)",
+    )
+    score.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="hard cap on what the job may spend, across every worker; calls it cannot cover "
+        "become error records of kind 'budget'",
     )
     score.set_defaults(func=cmd_score)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -14,9 +15,10 @@ from celery import Celery
 
 from producer.inputs import Pair
 from producer.publish import Outgoing, publish_chord
-from workers import jobstate
-from workers.errors import IbtError
+from workers import budget, jobstate
+from workers.errors import ConfigError, IbtError
 from workers.models import COLLECT_QUEUE, ModelSpec
+from workers.pricing import prices_of
 from workers.records import ScoreRequest
 from workers.settings import get_settings
 
@@ -72,12 +74,16 @@ def submit(
     use_cache: bool = True,
     structured: bool | None = None,
     keep_extra: bool = True,
+    max_cost: float | None = None,
 ) -> str:
     """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
 
     Everything is validated before this is called, so a job is either fully sent or, if the
     broker fails mid-way, marked ``failed`` in its state; nothing is half-enqueued silently.
+    ``max_cost`` (USD) and the models' own ``max_cost`` open the job's budget before its
+    first task is sent (check_budget refuses a cap on a model without a price).
     """
+    check_budget(specs, max_cost)
     job = job or new_job_id()
     settings = get_settings()
     client = jobstate.client_for_url(app.conf.result_backend)
@@ -94,6 +100,15 @@ def submit(
         expires=settings.result_expires,
         extra={"collect_id": collect_task_id(job)},
     )
+    capped = budget.open_budget(
+        client,
+        job,
+        cap=max_cost,
+        model_caps={s.name: s.max_cost for s in specs if s.max_cost is not None},
+        expires=settings.result_expires,
+    )
+    if capped:
+        client.hset(jobstate.meta_key(job), "budget", "1")
     if len(first_row) < len(pairs):
         client.set(jobstate.rows_key(job), json.dumps(rows), ex=settings.result_expires)
     if keep_extra:
@@ -119,6 +134,7 @@ def submit(
                     pair.generation,
                     use_cache=use_cache,
                     structured=structured,
+                    budget=capped,
                 )
                 yield Outgoing(request.task_id, spec.queue, request.to_message(), request.summary())
 
@@ -129,6 +145,20 @@ def submit(
         raise
     jobstate.set_status(client, job, "running")
     return job
+
+
+def check_budget(specs: Sequence[ModelSpec], max_cost: float | None) -> None:
+    """A cap needs a price for every model it covers; a bad cap is refused before submitting."""
+    if max_cost is not None and not (math.isfinite(max_cost) and max_cost > 0):
+        raise ConfigError("must be a positive amount in USD", source="--max-cost")
+    for spec in specs:
+        if (max_cost is not None or spec.max_cost is not None) and prices_of(spec) is None:
+            raise ConfigError(
+                f"model '{spec.name}' has no price, so a cost cap cannot be enforced on it: set "
+                "input_price_per_mtok and output_price_per_mtok for it in a models file",
+                source="--max-cost" if max_cost is not None else "models file",
+                field=None if max_cost is not None else f"models.{spec.name}.max_cost",
+            )
 
 
 def backend_without_subscriptions(app: Celery) -> None:

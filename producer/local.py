@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -126,6 +127,31 @@ def worker_argv(
     if events:
         argv.append("--events")
     return argv
+
+
+@contextmanager
+def embedded_store() -> Iterator[str | None]:
+    """The embedded stack's persisted Valkey alone, for reading its result cache
+    (``--dry-run``); yields its URL, or None when there is no store yet or another run
+    holds it."""
+    home = Path(get_settings().home) / "valkey"
+    if not (home / "appendonlydir").exists():
+        yield None
+        return
+    fd = os.open(home / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        yield None
+        return
+    valkey = ValkeyProcess(home)
+    try:
+        valkey.start()
+        yield valkey.url
+    finally:
+        valkey.stop()
+        os.close(fd)
 
 
 class LocalStack:

@@ -8,13 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Column, Table
 
 from workers.jobstate import JobProgress
@@ -74,18 +68,25 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def usd(nano: int | float) -> str:
+    """Nano-dollars as a short dollar amount: cents once it is worth it, else 4 decimals."""
+    value = nano / 1_000_000_000
+    return f"${value:,.2f}" if value >= 10 else f"${value:.4f}"
+
+
 class LiveProgress:
-    """One bar per model: done / total, errors, retries, recent rate and ETA."""
+    """One bar per model (done / total, errors, retries, recent rate, ETA, cost so far) and,
+    with a cap, one for the budget (spent / cap)."""
+
+    BUDGET_ROW = "budget"
 
     def __init__(self, *, enabled: bool = True) -> None:
         # Fits 80 columns: names never cut (a simulated judge is starred, as in the summary).
         self.progress = Progress(
             TextColumn("{task.description}", table_column=Column(no_wrap=True)),
             BarColumn(bar_width=12),
-            MofNCompleteColumn(),
-            TextColumn("err {task.fields[errors]} retry {task.fields[retries]}"),
-            TextColumn("{task.fields[rate]:.1f}/s"),
-            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[detail]}"),
             console=console,
             disable=not enabled,
             transient=False,
@@ -113,18 +114,37 @@ class LiveProgress:
             entry = snapshot.per_model[model]
             if model not in self.tasks:
                 self.tasks[model] = self.progress.add_task(
-                    starred(model), total=snapshot.unique, errors=0, retries=0, rate=0.0, eta=""
+                    starred(model), total=snapshot.unique, count="", detail=""
                 )
                 self.rates[model] = RecentRate()
             rate = self.rates[model]
             rate.add(entry.done)
+            cost = f" {usd(entry.cost_nano)}" if entry.cost_nano else ""
             self.progress.update(
                 self.tasks[model],
                 completed=entry.done,
-                errors=entry.errors,
-                retries=entry.retries,
-                rate=rate.rate(),
-                eta=format_eta(rate.eta(snapshot.unique - entry.done)),
+                count=f"{entry.done}/{snapshot.unique}",
+                detail=f"err {entry.errors} retry {entry.retries} {rate.rate():.1f}/s "
+                f"{format_eta(rate.eta(snapshot.unique - entry.done))}{cost}",
+            )
+        if snapshot.budget_raw:
+            self._update_budget(snapshot)
+
+    def _update_budget(self, snapshot: JobProgress) -> None:
+        from workers.budget import parse
+
+        state = parse(snapshot.budget_raw or {})
+        capped = [("job", state.job)] if state.job.cap is not None else []
+        capped += [(m, s) for m, s in state.models.items() if s.cap is not None]
+        for name, spend in capped:
+            row = self.BUDGET_ROW if name == "job" else f"{self.BUDGET_ROW} {name}"
+            if row not in self.tasks:
+                self.tasks[row] = self.progress.add_task(row, total=spend.cap, count="", detail="")
+            self.progress.update(
+                self.tasks[row],
+                completed=min(spend.spent, spend.cap or 0),
+                count=f"{usd(spend.spent)}/{usd(spend.cap or 0)}",
+                detail=f"reserved {usd(spend.reserved)}" if spend.reserved else "",
             )
 
 
@@ -180,6 +200,27 @@ class NoConsumerWatch:
         return warnings
 
 
+def cost_text(entry: dict[str, Any]) -> str:
+    """A summary entry's cost: "?" when the model has no price (unknown is never $0)."""
+    cost = entry.get("cost_usd")
+    if cost is None:
+        return "?" if "cost_usd" in entry else "-"
+    return usd(cost * 1_000_000_000)
+
+
+def budget_line(state: dict[str, Any]) -> str:
+    """Spent / cap of the job and of each capped model, from the summary's budget entry."""
+    parts = []
+    if state.get("cap_usd") is not None:
+        parts.append(f"job {usd(state['spent_usd'] * 1e9)} of {usd(state['cap_usd'] * 1e9)} cap")
+    for model, entry in state.get("models", {}).items():
+        if entry.get("cap_usd") is not None:
+            parts.append(
+                f"{model} {usd(entry['spent_usd'] * 1e9)} of {usd(entry['cap_usd'] * 1e9)} cap"
+            )
+    return "budget: " + ", ".join(parts) + " (spent counts calls whose cost is unknown at worst)"
+
+
 def counts_line(summary: dict[str, Any]) -> str:
     """Rows, unique pairs, records and calls, each named: never one ambiguous 'items'."""
     rows = int(summary.get("rows", 0))
@@ -211,7 +252,8 @@ def print_summary(job: str, summary: dict[str, Any], elapsed: float | None = Non
     )
     names = [f"{m} *" if m in SIMULATED else m for m in summary["models"]]
     table.add_column("model", no_wrap=True, min_width=max(map(len, names), default=5))
-    for column in ("judged", "scored", "errors", "calls", "cached", "tokens in", "out"):
+    columns = ["judged", "scored", "errors", "calls", "cached", "tokens in", "out", "cost"]
+    for column in columns:
         table.add_column(column, justify="right", overflow="fold")
     kinds: list[str] = []
     for model, entry in summary["models"].items():
@@ -228,11 +270,22 @@ def print_summary(job: str, summary: dict[str, Any], elapsed: float | None = Non
             str(entry.get("cached", 0)),
             f"{entry['input_tokens']:,}",
             f"{entry['output_tokens']:,}",
+            cost_text(entry),
         )
     console.print(table)
     if kinds:
         console.print("errors by kind: " + "; ".join(kinds), highlight=False)
     console.print(counts_line(summary), highlight=False)
+    entries = summary["models"].items()
+    unpriced = [m for m, e in entries if "cost_usd" in e and e["cost_usd"] is None]
+    if unpriced:
+        console.print(
+            f"cost ?: no price for {', '.join(unpriced)} (set input_price_per_mtok and "
+            "output_price_per_mtok in a models file)",
+            highlight=False,
+        )
+    if summary.get("budget"):
+        console.print(budget_line(summary["budget"]), highlight=False)
     if summary.get("lost"):
         console.print(f"[red]{summary['lost']} records were lost (shown as error records)[/]")
     if elapsed:

@@ -123,4 +123,5 @@ def test_summary_counts_attempts_and_errors_by_kind(valkey: ValkeyProcess) -> No
         "cached": 0,
         "input_tokens": 0,
         "output_tokens": 0,
+        "cost_usd": 0.0,
     }

@@ -216,9 +216,20 @@ def test_catalog_prices_fill_the_spec() -> None:
             entry.output_price_per_mtok,
         )
     # no price is None, never $0
-    for name in ["gpt-6-turbo", "simulated-openai", "openai/llama3.1:8b"]:
+    for name in ["gpt-6-turbo", "openai/llama3.1:8b"]:
         spec = ModelRegistry().resolve(name)
         assert spec.input_price_per_mtok is None and spec.output_price_per_mtok is None
+    # the simulated judges charge a simulated price: gpt-4o-mini's and claude-3-5-haiku's
+    for name, real in [
+        ("simulated-openai", "gpt-4o-mini"),
+        ("simulated-anthropic", "claude-3-5-haiku-latest"),
+    ]:
+        spec, known = ModelRegistry().resolve(name), catalog.lookup(real)
+        assert known is not None
+        assert (spec.input_price_per_mtok, spec.output_price_per_mtok) == (
+            known.input_price_per_mtok,
+            known.output_price_per_mtok,
+        )
 
 
 def test_models_file_prices_win_over_the_catalog(tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ class ModelProgress:
     output_tokens: int = 0
     cached: int = 0
     attempts: int = 0
+    cost_nano: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class ModelProgress:
             "cached": self.cached,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_nano / 1_000_000_000,
         }
 
 
@@ -97,6 +99,8 @@ class JobProgress:
     created: float
     finished: float | None
     per_model: dict[str, ModelProgress] = field(default_factory=dict)
+    # The job's budget hash as stored (workers/budget.parse reads it); None without a cap.
+    budget_raw: dict[str, str] | None = None
 
     @property
     def done(self) -> int:
@@ -152,11 +156,14 @@ def record_outcome(
     record: str,
     attempts: int = 1,
     error_kind: str = "",
+    cost: int = 0,
+    usage_once: bool = False,
     pipe: redis.client.Pipeline | None = None,
 ) -> bool:
     """Mark (index, model) finished with ``record`` (public JSON); True the first time.
 
-    Counts and keeps the record once, tokens always.
+    Counts and keeps the record once; usage (tokens, ``cost`` in nano-dollars) on every
+    report, or only the first with ``usage_once`` (a batch result read again was paid once).
     With ``pipe`` the command is only queued (and the return value means nothing): the
     worker sends it with its other end-of-task writes in one round trip.
     """
@@ -164,6 +171,7 @@ def record_outcome(
     keys = [records_key(job, model), stats_key(job)]
     args = [index, outcome, model, input_tokens, output_tokens, expires, record, attempts]
     args.append((error_kind or "error") if error else "")
+    args += [cost, "1" if usage_once else "0"]
     if pipe is not None:
         queue_script(pipe, "record_outcome", keys, args)
         return False
@@ -291,6 +299,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
             output_tokens=count(model, "out"),
             cached=count(model, "cached"),
             attempts=count(model, "attempts"),
+            cost_nano=count(model, "cost"),
             errors_by_kind={
                 name.removeprefix(f"{model}:error:"): int(value)
                 for name, value in stats.items()
@@ -300,6 +309,9 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
         for model in models
     }
     finished = meta.get("finished")
+    budget_raw: dict[str, str] | None = None
+    if meta.get("budget") == "1":
+        budget_raw = client.hgetall(f"{PREFIX}{job}:budget")  # type: ignore[assignment]
     return JobProgress(
         job=job,
         status=meta.get("status", "unknown"),
@@ -310,6 +322,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
         created=float(meta.get("created", 0)),
         finished=float(finished) if finished else None,
         per_model=per_model,
+        budget_raw=budget_raw,
     )
 
 

@@ -25,6 +25,13 @@ COLLECT_QUEUE = "ibt.collect"
 # exactly the SDK code path production uses. Their names say "simulated" wherever they appear.
 SIMULATED = {"simulated-openai": "openai", "simulated-anthropic": "anthropic"}
 SIMULATED_KEY = "simulated-key-not-secret"
+# What the simulated judges charge, so --dry-run, --max-cost and the summary can be tried
+# without a key: gpt-4o-mini's and claude-3-5-haiku's prices (workers/data/catalog.toml),
+# shown as simulated wherever a simulated judge appears.
+SIMULATED_PRICES = {"simulated-openai": (0.15, 0.60), "simulated-anthropic": (0.80, 4.00)}
+# Both providers' Batch APIs charge half the synchronous price.
+DEFAULT_BATCH_DISCOUNT = 0.5
+BATCH_FALLBACKS = ("batch", "online")
 # Typo detection (see ModelRegistry.typo_of). difflib's ratio preselects known names that look
 # alike; a typo is then at most TYPO_MAX_EDITS changed characters, none of them a digit:
 # gpt-4o-mni is a typo of gpt-4o-mini, but gpt-6-turbo (vs gpt-4-turbo) and claude-sonnet-4-6
@@ -64,9 +71,24 @@ class ModelSpec:
     # "error" makes the item an error record.
     structured_fallback: str = "text"
     simulated: bool = False
-    # Prices per million tokens, for ``ibt report``'s cost column; not used when judging.
+    # Prices in USD per million tokens (synchronous tier); None means unknown, never $0.
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None
+    # Factor the provider's Batch API applies to both prices (None: DEFAULT_BATCH_DISCOUNT).
+    batch_discount: float | None = None
+    # A cap in USD on what one job may spend on this model (see workers/budget.py).
+    max_cost: float | None = None
+    # Batch mode (workers/batch/): gather items into provider batches at batch prices.
+    batch: bool = False
+    # A batch is sent when it holds this many items (None: the provider's limit) or when its
+    # first item has waited batch_flush_seconds; open batches are polled every
+    # batch_poll_seconds.
+    batch_max_requests: int | None = None
+    batch_flush_seconds: float = 10.0
+    batch_poll_seconds: float = 30.0
+    # Items a batch failed transiently: "batch" retries them in a later batch, "online"
+    # sends them as synchronous calls.
+    batch_fallback: str = "batch"
 
     @property
     def queue(self) -> str:
@@ -104,9 +126,27 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "structured_fallback": (str,),
     "input_price_per_mtok": (int, float),
     "output_price_per_mtok": (int, float),
+    "batch_discount": (int, float),
+    "max_cost": (int, float),
+    "batch": (bool,),
+    "batch_max_requests": (int,),
+    "batch_flush_seconds": (int, float),
+    "batch_poll_seconds": (int, float),
+    "batch_fallback": (str,),
 }
-_POSITIVE = {"concurrency", "timeout", "max_tokens", "max_input_chars", "rpm", "tpm", "rps"}
-_NON_NEGATIVE = {"max_retries", "input_price_per_mtok", "output_price_per_mtok"}
+_POSITIVE = {
+    "concurrency",
+    "timeout",
+    "max_tokens",
+    "max_input_chars",
+    "rpm",
+    "tpm",
+    "rps",
+    "batch_max_requests",
+    "batch_flush_seconds",
+    "batch_poll_seconds",
+}
+_NON_NEGATIVE = {"max_retries", "input_price_per_mtok", "output_price_per_mtok", "max_cost"}
 _SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
 
 
@@ -141,7 +181,15 @@ class ModelRegistry:
         if name in self.defined:
             return self.defined[name]
         if name in SIMULATED:
-            return ModelSpec(name=name, provider=SIMULATED[name], model=name, simulated=True)
+            price_in, price_out = SIMULATED_PRICES[name]
+            return ModelSpec(
+                name=name,
+                provider=SIMULATED[name],
+                model=name,
+                simulated=True,
+                input_price_per_mtok=price_in,
+                output_price_per_mtok=price_out,
+            )
         if "/" in name:
             provider, _, model = name.partition("/")
             if provider in PROVIDERS and model:
@@ -248,6 +296,7 @@ def with_catalog_prices(spec: ModelSpec) -> ModelSpec:
         spec,
         input_price_per_mtok=entry.input_price_per_mtok if given_in is None else given_in,
         output_price_per_mtok=entry.output_price_per_mtok if given_out is None else given_out,
+        batch_discount=entry.batch_discount if spec.batch_discount is None else spec.batch_discount,
     )
 
 
@@ -332,6 +381,8 @@ def _spec_from_table(
                 raise error(key, "must be zero or more")
             if key == "temperature" and not 0 <= value <= 2:
                 raise error(key, "must be between 0 and 2")
+            if key == "batch_discount" and not 0 < value <= 1:
+                raise error(key, "must be in (0, 1]: the factor batch prices apply (0.5 = half)")
             if expected == (int, float):
                 value = float(value)
         values[key] = value
@@ -342,6 +393,8 @@ def _spec_from_table(
         raise error("provider", f"missing; must be one of {', '.join(PROVIDERS)}")
     if values.get("structured_fallback", "text") not in ("text", "error"):
         raise error("structured_fallback", "must be 'text' or 'error'")
+    if values.get("batch_fallback", "batch") not in BATCH_FALLBACKS:
+        raise error("batch_fallback", "must be 'batch' or 'online'")
     if provider not in PROVIDERS:
         raise error("provider", f"'{provider}' is not one of {', '.join(PROVIDERS)}")
     spec = ModelSpec(name=name, provider=provider, model=values.pop("model", name))

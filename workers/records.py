@@ -27,6 +27,11 @@ class ScoreRequest:
     # message so a retry knows its history whatever Celery's own retry counter says.
     attempt: int = 0
     waits: int = 0
+    # The job has a cost cap: every call reserves against it first (workers/budget.py).
+    budget: bool = False
+    # Send synchronously even for a batch-mode model (a batch's transient failure, retried
+    # online as the model's batch_fallback asks).
+    online: bool = False
 
     def to_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -44,6 +49,10 @@ class ScoreRequest:
             message["attempt"] = self.attempt
         if self.waits:
             message["waits"] = self.waits
+        if self.budget:
+            message["budget"] = True
+        if self.online:
+            message["online"] = True
         return message
 
     @classmethod
@@ -58,6 +67,8 @@ class ScoreRequest:
             structured=message.get("structured"),
             attempt=int(message.get("attempt", 0)),
             waits=int(message.get("waits", 0)),
+            budget=bool(message.get("budget", False)),
+            online=bool(message.get("online", False)),
         )
 
     @property

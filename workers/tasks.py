@@ -13,10 +13,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from workers import cache, cancellation, claims, jobstate, ratelimit
+from workers import budget, cache, cancellation, claims, jobstate, pricing, ratelimit
 from workers.app import app
 from workers.errors import ConfigError, ProviderError
-from workers.judge import judge
+from workers.judge import judge, prompt_of
 from workers.models import ModelRegistry, ModelSpec
 from workers.parsing import Verdict
 from workers.providers import credentials
@@ -53,6 +53,12 @@ def _redis() -> Any:
 CLAIM_WAIT_SECONDS = 1.0
 # The longest a live call keeps its claim beyond its own timeout (inline capacity waits).
 CLAIM_HOLD_MARGIN = 30.0
+# How often a task whose worst case does not fit beside the open reservations asks again.
+BUDGET_WAIT_SECONDS = 1.0
+
+
+class BudgetWait(Exception):
+    """The call may fit the job's budget once other calls' reservations settle."""
 
 
 @app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
@@ -107,7 +113,14 @@ def score(self: Task, message: dict[str, Any]) -> None:
                     cache.settle(client, key, owner, None, settings.cache_ttl)
                 raise self.retry(args=(request.to_message(),), countdown=wait)
             cancelled = wait < 0
-            record = cancellation.cancelled_record(request) if cancelled else judge(request, spec)
+            if cancelled:
+                record = cancellation.cancelled_record(request)
+            else:
+                record = judge_within_budget(client, request, spec)
+    except BudgetWait:
+        if key is not None:
+            cache.settle(client, key, owner, None, settings.cache_ttl)
+        raise self.retry(args=(request.to_message(),), countdown=BUDGET_WAIT_SECONDS) from None
     except ConfigError as exc:
         record = error_record(request, f"config: {exc}", kind="config")
     except ProviderError as exc:
@@ -186,6 +199,45 @@ def wait_for_capacity(
         waited += pause
 
 
+def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> dict[str, Any]:
+    """``judge``, after reserving the call's worst case when the job has a cap; the
+    reservation is settled to the real cost (see workers/budget.py for failed calls)."""
+    if not request.budget:
+        return judge(request, spec)
+    structured = spec.structured if request.structured is None else request.structured
+    needed = pricing.worst_case_nano(spec, prompt_of(request), structured=structured, batch=False)
+    verdict = budget.reserve(client, request, needed)
+    if verdict == budget.OVER:
+        return budget.over_budget_record(request, needed, budget.read(client, request.job))
+    if verdict == budget.WAIT:
+        raise BudgetWait
+    try:
+        record = judge(request, spec)
+    except ProviderError as exc:
+        # An error status is not billed; a timeout or a dropped connection may have been.
+        budget.settle(client, request, 0 if exc.status else needed)
+        raise
+    except BaseException:
+        budget.settle(client, request, needed)
+        raise
+    tokens = record.get("_tokens")
+    if tokens is None:
+        cost = 0  # not worth a call (empty text...): nothing was sent
+    elif not any(tokens):
+        cost = needed  # a server that reports no usage: assume the worst
+    else:
+        cost = int(record.get("_cost", needed))
+    budget.settle(client, request, cost)
+    return record
+
+
+def _priced(model: str) -> bool:
+    try:
+        return pricing.prices_of(registry().resolve(model)) is not None
+    except ConfigError:
+        return False
+
+
 def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:
     record = ok_record(request, Verdict(score=int(hit["score"]), reasoning=hit["reasoning"]))
     record["_cached"] = True
@@ -214,6 +266,7 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
         record=json.dumps(public(record), ensure_ascii=False),
         attempts=record["_attempts"],
         error_kind=record.get("_kind", ""),
+        cost=int(record.get("_cost", 0)),
         pipe=pipe,
     )
     if log.isEnabledFor(logging.INFO):
@@ -254,13 +307,19 @@ def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dic
         record = jobstate.lost_record(model)
         client.hsetnx(jobstate.records_key(job, model), str(index), json.dumps(record))
     per_model = snapshot.per_model if snapshot is not None else {}
+    entries = {model: per_model[model].summary() for model in models if model in per_model}
+    for model, entry in entries.items():
+        if not _priced(model):
+            entry["cost_usd"] = None  # unknown, never $0
     summary: dict[str, Any] = {
-        "models": {model: per_model[model].summary() for model in models if model in per_model},
+        "models": entries,
         "items": sum(entry.done for entry in per_model.values()),
         "rows": len(rows),
         "duplicates": sum(1 for row, first in enumerate(rows) if row != first),
         "lost": len(lost),
     }
+    if snapshot is not None and snapshot.budget_raw:
+        summary["budget"] = budget.parse(snapshot.budget_raw).as_dict()
     status = "cancelled" if cancellation.is_cancelled(client, job) else "done"
     jobstate.set_status(client, job, status, finished=time.time(), summary=json.dumps(summary))
     return {"job": job, "summary": summary}
