@@ -90,12 +90,14 @@ def score_pairs(
     *,
     on_progress: jobs.ProgressCallback | None = None,
     max_cost: float | None = None,
+    batch: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Score every pair with every model and return the documented list, in input order.
 
     Pairs are validated before anything is enqueued (``InputError`` names the record).
     ``max_cost`` caps what the job may spend in USD (items it cannot cover become error
-    records of kind ``budget``).
+    records of kind ``budget``); ``batch=True`` sends every model's items through its
+    provider's Batch API (None: each model's own ``batch`` setting).
     """
     items = list(pairs)
     if all(isinstance(item, Pair) for item in items):
@@ -113,7 +115,7 @@ def score_pairs(
     check_config(specs)
     jobs.check_budget(specs, max_cost)
     with session(specs) as current:
-        job = jobs.submit(current.app, checked, specs, max_cost=max_cost)
+        job = jobs.submit(current.app, checked, specs, max_cost=max_cost, batch=batch)
         return jobs.wait(
             current.app, job, on_progress=on_progress, check_alive=current.check_alive
         ).results  # read while the (maybe embedded) broker is still up

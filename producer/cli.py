@@ -76,6 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=_command_line(args),
         max_cost=args.max_cost,
+        batch=True if args.batch else None,
     )
 
 
@@ -156,6 +157,7 @@ def _run(  # type: ignore[no-untyped-def]
     resume: str | None = None,
     command: str = "ibt score ...",
     max_cost: float | None = None,
+    batch: bool | None = None,
 ) -> int:
     from workers import jobstate
 
@@ -172,6 +174,7 @@ def _run(  # type: ignore[no-untyped-def]
             structured=structured,
             keep_extra=keep_extra,
             max_cost=max_cost,
+            batch=batch,
         )
         console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
         if no_wait:

@@ -75,6 +75,7 @@ def submit(
     structured: bool | None = None,
     keep_extra: bool = True,
     max_cost: float | None = None,
+    batch: bool | None = None,
 ) -> str:
     """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
 
@@ -135,6 +136,7 @@ def submit(
                     use_cache=use_cache,
                     structured=structured,
                     budget=capped,
+                    batch=batch,
                 )
                 yield Outgoing(request.task_id, spec.queue, request.to_message(), request.summary())
 

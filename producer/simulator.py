@@ -2,7 +2,9 @@
 
 It judges deterministically (the score is a hash of model and pair), after a configurable
 latency, with optional faults, so the demo, the tests and the benchmarks run the very SDK
-code path production uses. Everything it answers is labelled as simulated.
+code path production uses. Everything it answers is labelled as simulated. The providers'
+batch APIs (OpenAI Files + Batches, Anthropic Message Batches) live in simulator_batch.py and
+judge each line with the same code as the sync endpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
+from producer.simulator_batch import BatchApi
+
 _PAIR = re.compile(r"<instruction>\n?(.*?)\n?</instruction>.*<answer>\n?(.*?)\n?</answer>", re.S)
 _DIRECTIVE = re.compile(r"<<sim:([^>]*)>>")
 ERROR_TYPES = {
@@ -35,6 +39,7 @@ ERROR_TYPES = {
         401: "authentication_error",
         403: "permission_error",
         404: "not_found_error",
+        409: "invalid_request_error",
         429: "rate_limit_error",
         500: "server_error",
         503: "server_error",
@@ -45,6 +50,7 @@ ERROR_TYPES = {
         401: "authentication_error",
         403: "permission_error",
         404: "not_found_error",
+        413: "request_too_large",
         429: "rate_limit_error",
         500: "api_error",
         503: "api_error",
@@ -73,6 +79,22 @@ class Knobs:
     rpm: int = 0
     api_key: str | None = None
     structured: bool = True
+    # Batch APIs (producer/simulator_batch.py): line i of n completes batch_latency*(i+1)/n
+    # seconds after creation; batch_fault is a fraction of lines failing with a transient 500.
+    # A batch takes batch_latency and batch_expire_after when created, the delay when cancelled.
+    batch_latency: float = 0.0
+    batch_fault: float = 0.0
+    batch_cancel_delay: float = 0.2
+    batch_expire_after: float | None = None  # fraction of lines run before a batch expires
+    batch_fail_validation: str | None = None  # error code for the next OpenAI batch, once
+    batch_token_limit: int = 0  # OpenAI enqueued tokens per model; 0 = unlimited
+    # Crash tests: seconds a request is held at its riskiest moment (see simulator_batch).
+    hold_file_create: float = 0.0
+    hold_batch_create: float = 0.0
+    hold_results: float = 0.0
+
+
+HOLDS = ("file_create", "batch_create", "results")
 
 
 @dataclass
@@ -82,12 +104,25 @@ class State:
     by_status: collections.Counter[int] = field(default_factory=collections.Counter)
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     windows: dict[str, collections.deque[float]] = field(default_factory=dict)
+    batch_log: list[dict[str, Any]] = field(default_factory=list)
+    paid: collections.Counter[str] = field(default_factory=collections.Counter)
+    paid_keys: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Requests in progress, so not cleared by reset (their own finally clauses count them down).
+    holding: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def reset(self) -> None:
         self.log.clear()
         self.by_status.clear()
         self.attempts.clear()
         self.windows.clear()
+        self.batch_log.clear()
+        self.paid.clear()
+        self.paid_keys.clear()
+
+    def pay(self, kind: str, key: str) -> None:
+        """Count a successful (billed) answer, sync or batch, and its pair for duplicates."""
+        self.paid[kind] += 1
+        self.paid_keys[key] += 1
 
 
 def _text_of(messages: Any) -> str:
@@ -113,21 +148,59 @@ def _directives(text: str) -> dict[str, str]:
     return found
 
 
-def _error(protocol: str, status: int, message: str, headers: dict[str, str]) -> web.Response:
+def error_body(protocol: str, status: int, message: str) -> dict[str, Any]:
+    """The error envelope each provider sends with an HTTP error status."""
     kind = ERROR_TYPES[protocol].get(status, "api_error")
     if protocol == "openai":
-        body: dict[str, Any] = {
-            "error": {"message": message, "type": kind, "param": None, "code": kind}
-        }
-    else:
-        body = {"type": "error", "error": {"type": kind, "message": message}}
+        return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _error(protocol: str, status: int, message: str, headers: dict[str, str]) -> web.Response:
+    return _respond(protocol, Verdict(status, error_body(protocol, status, message), headers))
+
+
+def _respond(protocol: str, verdict: Verdict) -> web.Response:
+    headers = verdict.headers
+    if protocol == "anthropic" and verdict.status != 200:
         headers = {**headers, "request-id": f"req_{uuid.uuid4().hex[:16]}"}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(verdict.body, status=verdict.status, headers=headers)
+
+
+@dataclass
+class Verdict:
+    """An answer to one judge request: the status and body the sync endpoint sends."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    latency: float = 0.0
+
+
+@dataclass
+class Call:
+    """One judge request, read: the pair it names, its attempt number and its directives."""
+
+    protocol: str
+    body: dict[str, Any]
+    model: str
+    text: str
+    instruction: str
+    generation: str
+    key: str
+    attempt: int
+    structured: bool
+    directives: dict[str, str]
+    rng: random.Random
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Verdict:
+        return Verdict(status, error_body(self.protocol, status, message), headers or {})
 
 
 class Simulator:
     def __init__(self, knobs: Knobs) -> None:
         self.state = State(knobs)
+        self.batches = BatchApi(self)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -137,6 +210,7 @@ class Simulator:
         app.router.add_get("/_sim/stats", self.stats)
         app.router.add_post("/_sim/reset", self.reset)
         app.router.add_post("/_sim/config", self.config)
+        self.batches.add_routes(app.router)
         return app
 
     async def models(self, request: web.Request) -> web.Response:
@@ -145,17 +219,25 @@ class Simulator:
         )
 
     async def stats(self, request: web.Request) -> web.Response:
+        """Counters for tests. ``requests``, ``by_status`` and ``log`` are the sync calls only."""
         state = self.state
         return web.json_response(
             {
                 "requests": len(state.log),
                 "by_status": {str(k): v for k, v in state.by_status.items()},
                 "log": state.log,
+                "batches": self.batches.summary(),
+                "batch_lines": len(state.batch_log),
+                "batch_log": state.batch_log,
+                "paid": {"sync": state.paid["sync"], "batch": state.paid["batch"]},
+                "duplicates": sum(1 for n in state.paid_keys.values() if n > 1),
+                "holding": {kind: state.holding[kind] for kind in HOLDS},
             }
         )
 
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
+        self.batches.reset()
         return web.json_response({"ok": True})
 
     async def config(self, request: web.Request) -> web.Response:
@@ -172,10 +254,31 @@ class Simulator:
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
 
-    async def _serve(self, request: web.Request, protocol: str) -> web.StreamResponse:
-        arrived = time.time()
+    @staticmethod
+    def error_response(
+        protocol: str, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return _error(protocol, status, message, headers or {})
+
+    @staticmethod
+    def prompt_text(body: Any) -> str:
+        """The user text of a chat body, as the judge reads it (for token estimates)."""
+        return _text_of(body.get("messages") if isinstance(body, dict) else None)
+
+    def authorized(self, request: web.Request, protocol: str) -> bool:
+        """Whether the request carries the configured key (always, when none is configured)."""
         knobs = self.state.knobs
-        body = await request.json()
+        if knobs.api_key is None:
+            return True
+        # Anthropic's API takes x-api-key; newer SDKs send a bearer token instead.
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if protocol == "anthropic" and "x-api-key" in request.headers:
+            given = request.headers["x-api-key"]
+        return given == knobs.api_key
+
+    def parse(self, protocol: str, body: Any) -> Call:
+        """Read one judge request and count it as an attempt at its pair."""
+        body = body if isinstance(body, dict) else {}
         model = str(body.get("model", ""))
         text = _text_of(body.get("messages"))
         pair = _PAIR.search(text)
@@ -183,23 +286,7 @@ class Simulator:
         key = hashlib.sha1(f"{model}\n{instruction}\n{generation}".encode()).hexdigest()
         attempt = self.state.attempts[key]
         self.state.attempts[key] += 1
-        entry: dict[str, Any] = {"t": arrived, "protocol": protocol, "model": model, "key": key}
-        self.state.log.append(entry)
-
-        def finish(status: int) -> None:
-            entry["status"] = status
-            self.state.by_status[status] += 1
-
-        if knobs.api_key is not None:
-            # Anthropic's API takes x-api-key; newer SDKs send a bearer token instead.
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if protocol == "anthropic" and "x-api-key" in request.headers:
-                given = request.headers["x-api-key"]
-            if given != knobs.api_key:
-                finish(401)
-                return _error(protocol, 401, "invalid api key (simulated)", {})
-
-        wants_structured = (
+        structured = (
             protocol == "openai"
             and isinstance(body.get("response_format"), dict)
             and body["response_format"].get("type") in ("json_schema", "json_object")
@@ -209,16 +296,156 @@ class Simulator:
             and isinstance(body.get("tool_choice"), dict)
             and body["tool_choice"].get("type") == "tool"
         )
-        entry["structured"] = wants_structured
-        if wants_structured and not knobs.structured:
-            finish(400)
-            return _error(protocol, 400, "structured output is not supported (simulated)", {})
-
         directives = _directives(text)
         times = directives.get("times")
         if times is not None and attempt >= int(times or 0):
             directives = {k: v for k, v in directives.items() if k in ("score", "latency")}
-        rng = random.Random(f"{knobs.seed}:{key}:{attempt}")
+        return Call(
+            protocol=protocol,
+            body=body,
+            model=model,
+            text=text,
+            instruction=instruction,
+            generation=generation,
+            key=key,
+            attempt=attempt,
+            structured=structured,
+            directives=directives,
+            rng=random.Random(f"{self.state.knobs.seed}:{key}:{attempt}"),
+        )
+
+    def unsupported(self, call: Call) -> Verdict | None:
+        """The 400 a provider without structured output gives to a structured request."""
+        if call.structured and not self.state.knobs.structured:
+            return call.error(400, "structured output is not supported (simulated)")
+        return None
+
+    def judge(self, call: Call, *, now: float, batch_fault: float = 0.0) -> Verdict:
+        """The answer to one request: a directive or fault-knob error, or the judge's reply.
+
+        Shared by the sync endpoints and the batch APIs, so a batch line gets exactly the body
+        the sync endpoint would have sent. ``batch_fault`` adds batch-only transient 500s, drawn
+        from their own generator so the sync fault sequence stays as it was.
+        """
+        knobs = self.state.knobs
+        directives = call.directives
+        status = int(directives["status"]) if "status" in directives else None
+        if status is None:
+            roll = call.rng.random()
+            for code, rate in (
+                (429, knobs.fault_429),
+                (500, knobs.fault_500),
+                (529, knobs.fault_529),
+            ):
+                if roll < rate:
+                    status = code
+                    break
+                roll -= rate
+        if status is None and batch_fault > 0:
+            batch_rng = random.Random(f"{knobs.seed}:batch:{call.key}:{call.attempt}")
+            if batch_rng.random() < batch_fault:
+                status = 500
+        latency = float(directives.get("latency", knobs.latency))
+        if knobs.jitter:
+            latency += call.rng.uniform(0, knobs.jitter)
+        if status is not None:
+            headers: dict[str, str] = {}
+            retry_after = directives.get("retry_after")
+            if retry_after is None and status == 429:
+                retry_after = f"{knobs.retry_after:g}"
+            if retry_after is not None:
+                headers["Retry-After"] = retry_after
+            return call.error(status, f"simulated error {status}", headers)
+
+        model = call.model
+        score: int | str = simulated_score(model, call.instruction, call.generation)
+        if "score" in directives:
+            score = directives["score"]
+        garble = "garble" in directives or call.rng.random() < knobs.fault_malformed
+        reasoning = (
+            f"Simulated judge {model}: a deterministic stand-in for a real review of this "
+            "answer, not a real judgement."
+        )
+        reply = (
+            "I am not sure how to rate this answer." if garble else f"{reasoning}\nScore: {score}"
+        )
+        in_tokens = max(1, len(call.text) // 4)
+        out_tokens = max(1, len(reply) // 4)
+        if call.protocol == "openai":
+            content = (
+                json.dumps({"reasoning": reasoning, "score": score}) if call.structured else reply
+            )
+            body: dict[str, Any] = {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(now),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": in_tokens,
+                    "completion_tokens": out_tokens,
+                    "total_tokens": in_tokens + out_tokens,
+                },
+            }
+            return Verdict(200, body, {}, latency)
+        if call.structured:
+            blocks: list[dict[str, Any]] = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": call.body["tool_choice"]["name"],
+                    "input": {"reasoning": reasoning, "score": score},
+                }
+            ]
+            stop_reason = "tool_use"
+        else:
+            blocks = [{"type": "text", "text": reply}]
+            stop_reason = "end_turn"
+        body = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+        }
+        return Verdict(200, body, {}, latency)
+
+    async def _serve(self, request: web.Request, protocol: str) -> web.StreamResponse:
+        arrived = time.time()
+        knobs = self.state.knobs
+        call = self.parse(protocol, await request.json())
+        model = call.model
+        entry: dict[str, Any] = {
+            "t": arrived,
+            "protocol": protocol,
+            "model": model,
+            "key": call.key,
+        }
+        self.state.log.append(entry)
+
+        def finish(status: int) -> None:
+            entry["status"] = status
+            self.state.by_status[status] += 1
+
+        if not self.authorized(request, protocol):
+            finish(401)
+            return _error(protocol, 401, "invalid api key (simulated)", {})
+
+        entry["structured"] = call.structured
+        refused = self.unsupported(call)
+        if refused is not None:
+            finish(refused.status)
+            return _respond(protocol, refused)
 
         if knobs.rpm > 0:
             window = self.state.windows.setdefault(model, collections.deque())
@@ -232,101 +459,29 @@ class Simulator:
                 )
             window.append(arrived)
 
-        if "hang" in directives or rng.random() < knobs.fault_hang:
+        if "hang" in call.directives or call.rng.random() < knobs.fault_hang:
             finish(0)
             await asyncio.sleep(600)
             return web.Response(status=504)
-        status = int(directives["status"]) if "status" in directives else None
-        if status is None:
-            roll = rng.random()
-            for code, rate in (
-                (429, knobs.fault_429),
-                (500, knobs.fault_500),
-                (529, knobs.fault_529),
-            ):
-                if roll < rate:
-                    status = code
-                    break
-                roll -= rate
-        latency = float(directives.get("latency", knobs.latency))
-        if knobs.jitter:
-            latency += rng.uniform(0, knobs.jitter)
-        if status is not None:
-            headers: dict[str, str] = {}
-            retry_after = directives.get("retry_after")
-            if retry_after is None and status == 429:
-                retry_after = f"{knobs.retry_after:g}"
-            if retry_after is not None:
-                headers["Retry-After"] = retry_after
-            finish(status)
-            return _error(protocol, status, f"simulated error {status}", headers)
-        if latency > 0:
-            await asyncio.sleep(latency)
-
-        score: int | str = simulated_score(model, instruction, generation)
-        if "score" in directives:
-            score = directives["score"]
-        garble = "garble" in directives or rng.random() < knobs.fault_malformed
-        reasoning = (
-            f"Simulated judge {model}: a deterministic stand-in for a real review of this "
-            "answer, not a real judgement."
-        )
-        reply = (
-            "I am not sure how to rate this answer." if garble else f"{reasoning}\nScore: {score}"
-        )
-        in_tokens = max(1, len(text) // 4)
-        out_tokens = max(1, len(reply) // 4)
+        verdict = self.judge(call, now=arrived)
+        if verdict.status != 200:
+            finish(verdict.status)
+            return _respond(protocol, verdict)
+        if verdict.latency > 0:
+            await asyncio.sleep(verdict.latency)
         finish(200)
-        if protocol == "openai":
-            content = (
-                json.dumps({"reasoning": reasoning, "score": score}) if wants_structured else reply
-            )
-            return web.json_response(
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                    "object": "chat.completion",
-                    "created": int(arrived),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                            "logprobs": None,
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": in_tokens,
-                        "completion_tokens": out_tokens,
-                        "total_tokens": in_tokens + out_tokens,
-                    },
-                }
-            )
-        if wants_structured:
-            blocks: list[dict[str, Any]] = [
-                {
-                    "type": "tool_use",
-                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
-                    "name": body["tool_choice"]["name"],
-                    "input": {"reasoning": reasoning, "score": score},
-                }
-            ]
-            stop_reason = "tool_use"
-        else:
-            blocks = [{"type": "text", "text": reply}]
-            stop_reason = "end_turn"
-        return web.json_response(
-            {
-                "id": f"msg_{uuid.uuid4().hex[:24]}",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": blocks,
-                "stop_reason": stop_reason,
-                "stop_sequence": None,
-                "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
-            }
-        )
+        entry["in"], entry["out"] = usage_of(verdict.body)
+        self.state.pay("sync", call.key)
+        return web.json_response(verdict.body)
+
+
+def usage_of(body: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens a reply bills, in either wire format."""
+    used = body.get("usage") or {}
+    return (
+        int(used.get("prompt_tokens", used.get("input_tokens", 0))),
+        int(used.get("completion_tokens", used.get("output_tokens", 0))),
+    )
 
 
 def parse_args(argv: list[str] | None) -> tuple[str, int, Knobs]:
@@ -342,6 +497,14 @@ def parse_args(argv: list[str] | None) -> tuple[str, int, Knobs]:
     parser.add_argument("--rpm", type=int, default=0)
     parser.add_argument("--api-key")
     parser.add_argument("--no-structured", action="store_true")
+    parser.add_argument("--batch-latency", type=float, default=0.0)
+    parser.add_argument("--batch-fault", type=float, default=0.0)
+    parser.add_argument("--batch-cancel-delay", type=float, default=0.2)
+    parser.add_argument("--batch-expire-after", type=float, default=None)
+    parser.add_argument("--batch-fail-validation", default=None)
+    parser.add_argument("--batch-token-limit", type=int, default=0)
+    for name in HOLDS:
+        parser.add_argument(f"--hold-{name.replace('_', '-')}", type=float, default=0.0)
     args = parser.parse_args(argv)
     knobs = Knobs(
         latency=args.latency,
@@ -356,6 +519,15 @@ def parse_args(argv: list[str] | None) -> tuple[str, int, Knobs]:
         rpm=args.rpm,
         api_key=args.api_key,
         structured=not args.no_structured,
+        batch_latency=args.batch_latency,
+        batch_fault=args.batch_fault,
+        batch_cancel_delay=args.batch_cancel_delay,
+        batch_expire_after=args.batch_expire_after,
+        batch_fail_validation=args.batch_fail_validation,
+        batch_token_limit=args.batch_token_limit,
+        hold_file_create=args.hold_file_create,
+        hold_batch_create=args.hold_batch_create,
+        hold_results=args.hold_results,
     )
     return args.host, args.port, knobs
 

@@ -17,7 +17,7 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
     only at run time; it sends tasks by name, so it needs no task objects.
     """
     settings = get_settings()
-    app = Celery("ibt", include=["workers.tasks", "workers.presence"])
+    app = Celery("ibt", include=["workers.tasks", "workers.batch.tasks", "workers.presence"])
     app.conf.update(
         broker_url=broker_url or settings.effective_broker_url,
         result_backend=result_backend or broker_url or settings.effective_result_backend,

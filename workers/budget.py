@@ -28,6 +28,10 @@ KIND = "budget"
 OK, WAIT, OVER = 1, -1, 0
 
 
+class BudgetWait(Exception):
+    """The call may fit the job's budget once other calls' reservations settle."""
+
+
 def budget_key(job: str) -> str:
     return f"ibt:job:{job}:budget"
 

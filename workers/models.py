@@ -189,6 +189,9 @@ class ModelRegistry:
                 simulated=True,
                 input_price_per_mtok=price_in,
                 output_price_per_mtok=price_out,
+                # The simulator finishes a batch in moments: no reason to wait long.
+                batch_flush_seconds=1.0,
+                batch_poll_seconds=1.0,
             )
         if "/" in name:
             provider, _, model = name.partition("/")

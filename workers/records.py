@@ -29,6 +29,8 @@ class ScoreRequest:
     waits: int = 0
     # The job has a cost cap: every call reserves against it first (workers/budget.py).
     budget: bool = False
+    # None: the model's own ``batch`` setting; True: the producer's --batch.
+    batch: bool | None = None
     # Send synchronously even for a batch-mode model (a batch's transient failure, retried
     # online as the model's batch_fallback asks).
     online: bool = False
@@ -51,6 +53,8 @@ class ScoreRequest:
             message["waits"] = self.waits
         if self.budget:
             message["budget"] = True
+        if self.batch is not None:
+            message["batch"] = self.batch
         if self.online:
             message["online"] = True
         return message
@@ -68,6 +72,7 @@ class ScoreRequest:
             attempt=int(message.get("attempt", 0)),
             waits=int(message.get("waits", 0)),
             budget=bool(message.get("budget", False)),
+            batch=message.get("batch"),
             online=bool(message.get("online", False)),
         )
 

@@ -11,10 +11,11 @@ from functools import cache as memoize
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 
 from workers import budget, cache, cancellation, claims, jobstate, pricing, ratelimit
 from workers.app import app
+from workers.batch import buffering
 from workers.errors import ConfigError, ProviderError
 from workers.judge import judge, prompt_of
 from workers.models import ModelRegistry, ModelSpec
@@ -55,10 +56,6 @@ CLAIM_WAIT_SECONDS = 1.0
 CLAIM_HOLD_MARGIN = 30.0
 # How often a task whose worst case does not fit beside the open reservations asks again.
 BUDGET_WAIT_SECONDS = 1.0
-
-
-class BudgetWait(Exception):
-    """The call may fit the job's budget once other calls' reservations settle."""
 
 
 @app.task(name="ibt.score", bind=True, acks_late=True, max_retries=None, ignore_result=True)
@@ -106,6 +103,14 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 if request.waits < max_waits:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
+        if record is None and buffering.batching(spec, request):
+            # Batch mode: no synchronous rate limits, no claim held for hours; the item
+            # waits in its lane and its batch result closes this task's chord part.
+            record = buffering.buffer(client, request, spec, self.request, key)
+            if record is None:
+                if key is not None:
+                    cache.settle(client, key, owner, None, settings.cache_ttl)
+                raise Ignore()
         if record is None:
             wait = wait_for_capacity(client, spec, request, paused)
             if wait > 0:
@@ -117,7 +122,7 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 record = cancellation.cancelled_record(request)
             else:
                 record = judge_within_budget(client, request, spec)
-    except BudgetWait:
+    except budget.BudgetWait:
         if key is not None:
             cache.settle(client, key, owner, None, settings.cache_ttl)
         raise self.retry(args=(request.to_message(),), countdown=BUDGET_WAIT_SECONDS) from None
@@ -142,7 +147,7 @@ def score(self: Task, message: dict[str, Any]) -> None:
             again = replace(request, attempt=request.attempt + 1)
             raise self.retry(args=(again.to_message(),), countdown=delay) from None
         record = provider_error_record(request, exc, request.attempt + 1)
-    except Retry:
+    except (Retry, Ignore):
         raise
     except Exception as exc:  # a bug here must cost one record, not the whole job
         log.exception("internal error judging %s", request.summary())
@@ -210,7 +215,7 @@ def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> 
     if verdict == budget.OVER:
         return budget.over_budget_record(request, needed, budget.read(client, request.job))
     if verdict == budget.WAIT:
-        raise BudgetWait
+        raise budget.BudgetWait
     try:
         record = judge(request, spec)
     except ProviderError as exc:

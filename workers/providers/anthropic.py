@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+from anthropic.types import Message
 
 from workers.models import ModelSpec
 from workers.providers import Completion, pool_limits
@@ -26,24 +27,11 @@ class AnthropicJudge:
         )
 
     def complete(self, prompt: str) -> Completion:
-        kwargs: dict[str, Any] = {
-            "model": self.spec.model,
-            "max_tokens": self.spec.max_tokens,
-            "messages": [{"role": "user", "content": prompt}],
-        }
-        if self.spec.temperature is not None:
+        kwargs = request_params(self.spec, prompt)
+        temperature = kwargs.pop("temperature", None)
+        if temperature is not None:
             # Not a named argument of this SDK version; the API still accepts it.
-            kwargs["extra_body"] = {"temperature": self.spec.temperature}
-        if self.spec.structured:
-            # A forced tool call is Anthropic's way to get an object that follows a schema.
-            kwargs["tools"] = [
-                {
-                    "name": VERDICT_TOOL,
-                    "description": "Record the verdict: brief reasoning, then a score 1-5.",
-                    "input_schema": VERDICT_SCHEMA,
-                }
-            ]
-            kwargs["tool_choice"] = {"type": "tool", "name": VERDICT_TOOL}
+            kwargs["extra_body"] = {"temperature": temperature}
         try:
             message = self.client.messages.create(**kwargs)
         except anthropic.APITimeoutError as exc:
@@ -52,17 +40,44 @@ class AnthropicJudge:
             raise connection_error(str(exc)) from None
         except anthropic.APIStatusError as exc:
             raise from_status(exc.status_code, exc.message, exc.response.headers) from None
-        text_parts: list[str] = []
-        structured: dict[str, Any] | None = None
-        for block in message.content:
-            if block.type == "text":
-                text_parts.append(block.text)
-            elif block.type == "tool_use" and isinstance(block.input, dict):
-                structured = dict(block.input)
-        usage = message.usage
-        return Completion(
-            text="".join(text_parts),
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            structured=structured,
-        )
+        return completion_of(message)
+
+
+def request_params(spec: ModelSpec, prompt: str) -> dict[str, Any]:
+    """The Messages parameters for ``prompt``: sent as is, or as a message batch request's."""
+    params: dict[str, Any] = {
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    if spec.temperature is not None:
+        params["temperature"] = spec.temperature
+    if spec.structured:
+        # A forced tool call is Anthropic's way to get an object that follows a schema.
+        params["tools"] = [
+            {
+                "name": VERDICT_TOOL,
+                "description": "Record the verdict: brief reasoning, then a score 1-5.",
+                "input_schema": VERDICT_SCHEMA,
+            }
+        ]
+        params["tool_choice"] = {"type": "tool", "name": VERDICT_TOOL}
+    return params
+
+
+def completion_of(message: Message) -> Completion:
+    """What the judge said in a message (a reply, or a batch result's)."""
+    text_parts: list[str] = []
+    structured: dict[str, Any] | None = None
+    for block in message.content:
+        if block.type == "text":
+            text_parts.append(block.text)
+        elif block.type == "tool_use" and isinstance(block.input, dict):
+            structured = dict(block.input)
+    usage = message.usage
+    return Completion(
+        text="".join(text_parts),
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        structured=structured,
+    )

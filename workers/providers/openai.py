@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from workers.models import ModelSpec
 from workers.providers import Completion, pool_limits
@@ -29,24 +30,8 @@ class OpenAIJudge:
         )
 
     def complete(self, prompt: str) -> Completion:
-        kwargs: dict[str, Any] = {
-            "model": self.spec.model,
-            "messages": [{"role": "user", "content": prompt}],
-        }
-        # OpenAI's reasoning models refuse max_tokens; compatible servers may not know the new name.
-        if self.spec.model.startswith(REASONING_PREFIXES):
-            kwargs["max_completion_tokens"] = self.spec.max_tokens
-        else:
-            kwargs["max_tokens"] = self.spec.max_tokens
-        if self.spec.temperature is not None:
-            kwargs["temperature"] = self.spec.temperature
-        if self.spec.structured:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},
-            }
         try:
-            response = self.client.chat.completions.create(**kwargs)
+            response = self.client.chat.completions.create(**request_body(self.spec, prompt))
         except openai.APITimeoutError as exc:
             raise timeout_error(str(exc)) from None
         except openai.APIConnectionError as exc:
@@ -55,18 +40,44 @@ class OpenAIJudge:
             body = exc.body if isinstance(exc.body, dict) else {}
             code = body.get("code") if isinstance(body.get("code"), str) else None
             raise from_status(exc.status_code, exc.message, exc.response.headers, code) from None
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        usage = response.usage
-        structured = None
-        if self.spec.structured:
-            try:
-                loaded = json.loads(text)
-                structured = loaded if isinstance(loaded, dict) else None
-            except ValueError:
-                structured = None
-        return Completion(
-            text=text,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            structured=structured,
-        )
+        return completion_of(self.spec, response)
+
+
+def request_body(spec: ModelSpec, prompt: str) -> dict[str, Any]:
+    """The Chat Completions body for ``prompt``: sent as is, or as a Batch API line's body."""
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    # OpenAI's reasoning models refuse max_tokens; compatible servers may not know the new name.
+    if spec.model.startswith(REASONING_PREFIXES):
+        body["max_completion_tokens"] = spec.max_tokens
+    else:
+        body["max_tokens"] = spec.max_tokens
+    if spec.temperature is not None:
+        body["temperature"] = spec.temperature
+    if spec.structured:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},
+        }
+    return body
+
+
+def completion_of(spec: ModelSpec, response: ChatCompletion) -> Completion:
+    """What the judge said in a chat completion (a reply, or a batch line's body)."""
+    text = (response.choices[0].message.content or "") if response.choices else ""
+    usage = response.usage
+    structured = None
+    if spec.structured:
+        try:
+            loaded = json.loads(text)
+            structured = loaded if isinstance(loaded, dict) else None
+        except ValueError:
+            structured = None
+    return Completion(
+        text=text,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        structured=structured,
+    )

@@ -1,0 +1,443 @@
+"""The scheduled tasks of batch mode: flush a lane into provider batches, poll each batch,
+and turn its results into records (see the package docstring for the guarantees)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import redis
+from celery import Task
+
+from workers import budget, cache, cancellation, claims, jobstate
+from workers.app import app
+from workers.batch import buffering
+from workers.batch.lane import Lane, custom_id, item_of, model_key, new_batch_id
+from workers.batch.protocol import LIMITS, BatchAPI, BatchState, LineResult, api_for
+from workers.errors import ProviderError
+from workers.judge import prompt_of, verdict_record
+from workers.models import ModelSpec
+from workers.records import ScoreRequest, error_record, provider_error_record, public
+from workers.settings import get_settings
+from workers.tasks import _redis, registry
+
+log = logging.getLogger("ibt.worker")
+
+# A lock another worker holds: ask again this much later.
+BUSY_RETRY_SECONDS = 2.0
+# How long a live holder may keep a lane's or a batch's lock (renewed every 2 s).
+LOCK_HOLD_SECONDS = 3600.0
+# Resubmissions of one item after batch-level refusals (token_limit_exceeded), and
+# failed reads of one batch in a row, before its items become error records.
+MAX_RESUBMITS = 20
+MAX_POLL_FAILURES = 30
+TOKEN_LIMIT_KIND = "token_limit_exceeded"
+
+
+@contextmanager
+def leased(client: redis.Redis, key: str) -> Iterator[bool]:
+    """A lock held as a renewed lease (workers/claims.py): one that a dead worker held
+    lapses within seconds. Yields whether this task got it."""
+    owner = uuid.uuid4().hex
+    if not client.set(key, owner, nx=True, ex=claims.LEASE_SECONDS):
+        yield False
+        return
+    leases = claims.leases(client)
+    leases.hold(key, owner, LOCK_HOLD_SECONDS)
+    try:
+        yield True
+    finally:
+        leases.release(key, owner)
+        jobstate.script(client, "release_claim")(keys=[key], args=[owner])
+
+
+def spec_for(model: str, request: dict[str, Any] | None) -> ModelSpec:
+    """The spec a lane's requests are sent with (the job's --structured/--text applied)."""
+    spec = registry().resolve(model)
+    structured = (request or {}).get("structured")
+    return spec if structured is None else replace(spec, structured=structured)
+
+
+# --------------------------------------------------------------------------- flush
+
+
+@app.task(name="ibt.batch_flush", bind=True, acks_late=True, ignore_result=True)
+def flush(self: Task, job: str, model: str) -> None:
+    """Gather a lane's pending items into provider batches (as many as its limits need)."""
+    client = _redis()
+    lane = Lane(job, model)
+    spec = registry().resolve(model)
+    with leased(client, lane.lock("flush")) as mine:
+        if not mine:
+            # Another flush is running; this one comes back, so an item buffered just as
+            # that one finished is never left without a flush.
+            buffering.schedule_flush(spec, job, BUSY_RETRY_SECONDS)
+            return
+        client.delete(lane.flush_marker)
+        if cancellation.is_cancelled(client, job):
+            for cid, item in lane.pending_items(client):
+                finish_item(client, lane, "pending", cid, item, cancelled_of(item), spec)
+            return
+        if token_limited(client, spec):
+            buffering.schedule_flush(spec, job, spec.batch_poll_seconds)
+            return
+        settings = get_settings()
+        max_items, max_bytes = buffering.max_items(spec), LIMITS[spec.provider][1]
+        while True:
+            bid = new_batch_id()
+            taken = lane.take(
+                client,
+                bid,
+                max_items=max_items,
+                max_bytes=max_bytes,
+                expires=settings.result_expires,
+            )
+            if not taken:
+                return
+            # Scheduled before the create call: should this worker die in it, the poll
+            # finds the batch still 'creating' and finishes the job (looking for the
+            # batch the provider may have made first).
+            buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
+            with leased(client, lane.lock(bid)) as held:
+                if held:
+                    submit(client, lane, bid)
+
+
+def token_limited(client: redis.Redis, spec: ModelSpec) -> bool:
+    """OpenAI refused a batch for the model's enqueued-token limit: wait until the model's
+    running batches finish (or the mark lapses) before creating another."""
+    if not client.exists(model_key(spec.name, "token-limited")):
+        return False
+    return bool(client.scard(model_key(spec.name, "open")))
+
+
+def submit(client: redis.Redis, lane: Lane, bid: str) -> None:
+    """Create batch ``bid`` with its provider and record the provider's id; a create that
+    may have happened before (a crash, a timeout) is looked for first."""
+    meta = lane.read_meta(client, bid)
+    if meta.get("state") != "creating":
+        return
+    held = lane.held_by(client, bid)
+    if not held:
+        lane.set_meta(client, bid, state="collected")
+        return
+    spec = spec_for(lane.model, held[0][1]["request"])
+    api = api_for(spec)
+    try:
+        with leased(client, model_key(spec.name, "create")) as alone:
+            if not alone:
+                return  # another create of this model is under way; the poll retries
+            provider_id = None
+            attempted = meta.get("attempted")
+            if attempted:
+                provider_id = api.find(bid, float(attempted), len(held))
+            if provider_id is None:
+                lane.set_meta(client, bid, attempted=time.time(), provider=spec.provider)
+                requests = [
+                    (custom_id(bid, cid), prompt_of(ScoreRequest.from_message(item["request"])))
+                    for cid, item in held
+                ]
+                try:
+                    provider_id = api.create(bid, requests)
+                except ProviderError as exc:
+                    if exc.status is not None:
+                        raise
+                    # A timeout or a dropped connection: the batch may exist all the same.
+                    provider_id = api.find(bid, time.time(), len(held))
+                    if provider_id is None:
+                        raise
+    except ProviderError as exc:
+        if exc.retryable:
+            log.warning("batch %s of %s: create failed (%s); retrying", bid, lane.model, exc)
+            return
+        # The provider refused the batch itself (e.g. a bad request): no item ran.
+        fail_batch(client, lane, bid, spec, held, exc)
+        return
+    lane.set_meta(
+        client, bid, state="submitted", provider_id=provider_id, submitted=time.time(), n=len(held)
+    )
+    client.sadd(model_key(spec.name, "open"), f"{lane.job}|{bid}")
+    log.info("batch %s of %s (%d items) is %s", bid, lane.model, len(held), provider_id)
+
+
+# --------------------------------------------------------------------------- poll
+
+
+@app.task(name="ibt.batch_poll", bind=True, acks_late=True, ignore_result=True)
+def poll(self: Task, job: str, model: str, bid: str) -> None:
+    """Look at batch ``bid`` once: create it if that never completed, cancel it if its job
+    was cancelled, and collect its results once it has ended; otherwise come back later."""
+    client = _redis()
+    lane = Lane(job, model)
+    base_spec = registry().resolve(model)
+    with leased(client, lane.lock(bid)) as mine:
+        if not mine:
+            buffering.schedule_poll(base_spec, job, bid, BUSY_RETRY_SECONDS)
+            return
+        meta = lane.read_meta(client, bid)
+        state = meta.get("state")
+        if state == "creating":
+            submit(client, lane, bid)
+            if lane.read_meta(client, bid).get("state") != "collected":
+                buffering.schedule_poll(base_spec, job, bid, base_spec.batch_poll_seconds)
+            return
+        if state != "submitted":
+            return
+        held = lane.held_by(client, bid)
+        spec = spec_for(model, held[0][1]["request"] if held else None)
+        api = api_for(spec)
+        provider_id = meta["provider_id"]
+        try:
+            if cancellation.is_cancelled(client, job) and not meta.get("cancel_requested"):
+                api.cancel(provider_id)
+                lane.set_meta(client, bid, cancel_requested=time.time())
+            current = api.state(provider_id)
+        except ProviderError as exc:
+            failures = client.hincrby(lane.meta(bid), "poll_failures", 1)
+            if exc.retryable or int(failures) < MAX_POLL_FAILURES:  # type: ignore[arg-type]
+                log.warning("batch %s (%s): reading it failed: %s", bid, provider_id, exc)
+                buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
+                return
+            fail_batch(client, lane, bid, spec, held, exc)
+            return
+        lane.set_meta(client, bid, status=current.status, counts=json.dumps(current.counts))
+        if not current.ended:
+            buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
+            return
+        try:
+            collect(client, lane, bid, spec, api, provider_id, current, dict(held))
+        except ProviderError as exc:
+            log.warning("batch %s (%s): reading results failed: %s", bid, provider_id, exc)
+            buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
+
+
+def collect(
+    client: redis.Redis,
+    lane: Lane,
+    bid: str,
+    spec: ModelSpec,
+    api: BatchAPI,
+    provider_id: str,
+    current: BatchState,
+    held: dict[str, dict[str, Any]],
+) -> None:
+    """Turn an ended batch's results into records; items without one are retried."""
+    if current.failed:
+        codes = [code for code, _ in current.errors]
+        if TOKEN_LIMIT_KIND in codes:
+            requeue_all(client, lane, bid, spec, held)
+        else:
+            detail = "; ".join(f"{code}: {message}" for code, message in current.errors)
+            refused = ProviderError(
+                f"the provider refused the batch: {detail or current.status}",
+                kind="batch_failed",
+                retryable=False,
+            )
+            fail_batch(client, lane, bid, spec, list(held.items()), refused)
+        return
+    seen: set[str] = set()
+    for line in api.results(provider_id):
+        owner, cid = item_of(line.custom_id)
+        if owner != bid or cid not in held or cid in seen:
+            log.warning("batch %s (%s): result for unknown id %r", bid, provider_id, line.custom_id)
+            continue
+        seen.add(cid)
+        handle_line(client, lane, bid, spec, cid, held[cid], line)
+    for cid, item in held.items():
+        if cid not in seen:  # never ran: OpenAI leaves a cancelled batch's unrun requests out
+            handle_line(
+                client, lane, bid, spec, cid, item, LineResult(custom_id(bid, cid), cancelled=True)
+            )
+    close_batch(client, lane, bid, spec)
+
+
+def handle_line(
+    client: redis.Redis,
+    lane: Lane,
+    bid: str,
+    spec: ModelSpec,
+    cid: str,
+    item: dict[str, Any],
+    line: LineResult,
+) -> None:
+    request = ScoreRequest.from_message(item["request"])
+    if line.completion is not None:
+        record = verdict_record(request, spec, line.completion, batch=True)
+        finish_item(client, lane, bid, cid, item, record, spec)
+        return
+    cancelled = cancellation.is_cancelled(client, request.job)
+    if cancelled:
+        finish_item(client, lane, bid, cid, item, cancelled_of(item), spec)
+        return
+    error = line.error or ProviderError(
+        "canceled: the provider cancelled the request", kind="canceled", retryable=True
+    )
+    if error.retryable and request.attempt < spec.max_retries:
+        retry_item(client, lane, bid, spec, cid, item, request)
+        return
+    finish_item(
+        client,
+        lane,
+        bid,
+        cid,
+        item,
+        provider_error_record(request, error, request.attempt + 1),
+        spec,
+    )
+
+
+def retry_item(
+    client: redis.Redis,
+    lane: Lane,
+    bid: str,
+    spec: ModelSpec,
+    cid: str,
+    item: dict[str, Any],
+    request: ScoreRequest,
+) -> None:
+    """A transient failure: again in a later batch, or online if the model says so."""
+    settings = get_settings()
+    jobstate.record_retry(client, request.job, request.model, settings.result_expires)
+    again = replace(request, attempt=request.attempt + 1)
+    if spec.batch_fallback == "online":
+        # Published with the task's own identity, so the online task closes its chord part.
+        # Sent before the item leaves the lane: a crash in between sends it twice, and the
+        # verdict cache's claim keeps the second from paying again.
+        task = item["task"]
+        chord = client.get(buffering.chord_key(request.job))
+        app.send_task(
+            "ibt.score",
+            args=[replace(again, online=True).to_message()],
+            task_id=task["id"],
+            group_id=task["group"],
+            group_index=task["group_index"],
+            chord=json.loads(str(chord)) if chord else None,
+            queue=spec.queue,
+            ignore_result=True,
+        )
+        if request.budget:
+            budget.settle(client, request, 0)  # the online task reserves for itself
+        lane.release(client, bid, cid)
+        return
+    lane.requeue(client, bid, cid, {**item, "request": again.to_message()})
+    buffering.schedule_flush(spec, request.job, spec.batch_flush_seconds)
+
+
+def requeue_all(
+    client: redis.Redis, lane: Lane, bid: str, spec: ModelSpec, held: dict[str, dict[str, Any]]
+) -> None:
+    """OpenAI's enqueued-token limit refused the batch before any request ran: resubmit its
+    items once the model's running batches have finished."""
+    client.set(
+        model_key(spec.name, "token-limited"), "1", ex=int(max(60, 4 * spec.batch_poll_seconds))
+    )
+    for cid, item in held.items():
+        resubmits = int(item.get("resubmits", 0)) + 1
+        if resubmits > MAX_RESUBMITS:
+            request = ScoreRequest.from_message(item["request"])
+            record = error_record(
+                request,
+                f"batch_failed: refused {resubmits - 1} times for the enqueued-token limit",
+                kind="batch_failed",
+            )
+            finish_item(client, lane, bid, cid, item, record, spec)
+        else:
+            lane.requeue(client, bid, cid, {**item, "resubmits": resubmits})
+    close_batch(client, lane, bid, spec)
+    buffering.schedule_flush(spec, lane.job, spec.batch_poll_seconds)
+
+
+def fail_batch(
+    client: redis.Redis,
+    lane: Lane,
+    bid: str,
+    spec: ModelSpec,
+    held: list[tuple[str, dict[str, Any]]],
+    error: ProviderError,
+) -> None:
+    for cid, item in held:
+        request = ScoreRequest.from_message(item["request"])
+        record = provider_error_record(request, error, request.attempt + 1)
+        finish_item(client, lane, bid, cid, item, record, spec)
+    close_batch(client, lane, bid, spec)
+
+
+def close_batch(client: redis.Redis, lane: Lane, bid: str, spec: ModelSpec) -> None:
+    lane.set_meta(client, bid, state="collected", collected=time.time())
+    client.srem(model_key(spec.name, "open"), f"{lane.job}|{bid}")
+
+
+def cancelled_of(item: dict[str, Any]) -> dict[str, Any]:
+    return cancellation.cancelled_record(ScoreRequest.from_message(item["request"]))
+
+
+def finish_item(
+    client: redis.Redis,
+    lane: Lane,
+    bid: str,
+    cid: str,
+    item: dict[str, Any],
+    record: dict[str, Any],
+    spec: ModelSpec,
+) -> None:
+    """Write an item's record, settle its budget and cache, close its chord part, and let
+    it leave the lane, in that order: a repeat after a crash at any point changes nothing."""
+    settings = get_settings()
+    request = ScoreRequest.from_message(item["request"])
+    tokens = record.get("_tokens") or [0, 0]
+    cost = int(record.get("_cost", 0))
+    with client.pipeline(transaction=False) as pipe:
+        key = item.get("key")
+        if key and "error" not in record:
+            pipe.set(
+                cache.CACHE_PREFIX + key,
+                json.dumps({"score": record["score"], "reasoning": record["reasoning"]}),
+                ex=settings.cache_ttl,
+            )
+        jobstate.record_outcome(
+            client,
+            request.job,
+            request.model,
+            request.index,
+            error="error" in record,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            cached=False,
+            expires=settings.result_expires,
+            record=json.dumps(public(record), ensure_ascii=False),
+            attempts=request.attempt + (1 if "_tokens" in record else 0),
+            error_kind=record.get("_kind", ""),
+            cost=cost,
+            usage_once=True,
+            pipe=pipe,
+        )
+        if request.budget:
+            paid = (
+                cost
+                if any(tokens)
+                else (int(item.get("reserved", 0)) if "_tokens" in record else 0)
+            )
+            budget.settle(client, request, paid, pipe=pipe)
+        pipe.execute()
+    close_chord_part(client, request.job, item["task"])
+    lane.release(client, bid, cid)
+
+
+def close_chord_part(client: redis.Redis, job: str, task: dict[str, Any]) -> None:
+    """What Celery does when a chord's header task finishes, for a task whose result came
+    from a batch (counted once per task id, so a repeat is harmless)."""
+    raw = client.get(buffering.chord_key(job))
+    if not raw:
+        return
+    chord = json.loads(raw)  # type: ignore[arg-type]
+    request = SimpleNamespace(
+        id=task["id"], group=task["group"], group_index=task["group_index"], chord=chord
+    )
+    app.backend.on_chord_part_return(request, "SUCCESS", None)
