@@ -16,7 +16,7 @@ from producer import outcome
 from producer.api import check_config, resolve_models, session
 from producer.connection import BrokerUnavailable, check_broker, describe
 from producer.inputs import load_pairs
-from producer.output import check_output, write_results
+from producer.output import check_output, write_results, write_run_summary
 from producer.progress import (
     LiveProgress,
     NoConsumerWatch,
@@ -194,11 +194,12 @@ def _run(  # type: ignore[no-untyped-def]
                     current.app, job, on_progress=on_progress, check_alive=current.check_alive
                 )
         except KeyboardInterrupt:
-            _cancel_quietly(client, job)
+            _cancel_quietly(client, job, current.app, specs, embedded=current.embedded)
             _say_interrupted(job, client, embedded=current.embedded, command=command)
             raise
         # Inside the session: the records stream from the (maybe embedded) broker.
         written = write_results(result.records(), output)
+        write_run_summary(output, job, result.summary, written)
         failures = outcome.systemic_failures(result.summary, result.first_error)
         cancelled = result.cancelled
     if output not in (None, "-"):
@@ -216,12 +217,22 @@ def _run(  # type: ignore[no-untyped-def]
     return outcome.SYSTEMIC_EXIT if failures else outcome.OK
 
 
-def _cancel_quietly(client, job: str) -> None:  # type: ignore[no-untyped-def]
-    """Ctrl-C on a command the user waits on cancels its job: nothing goes on spending."""
+def _cancel_quietly(client, job: str, app, specs, *, embedded: bool) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C on a command the user waits on cancels its job: nothing goes on spending.
+
+    Open provider batches are cancelled too: by the cluster's workers, woken now, or here
+    for the embedded stack, whose workers stop with this command.
+    """
     from workers import cancellation
+    from workers.batch.buffering import wake
+    from workers.batch.cancel import cancel_open_batches
 
     try:
         cancellation.request_cancel(client, job, get_settings().result_expires)
+        if embedded:
+            cancel_open_batches(client, job, specs)
+        else:
+            wake(app, client, job, [spec.name for spec in specs])
     except Exception as exc:  # the broker may be going down with us; say so, don't hide it
         console.print(f"[red]could not cancel job {job}: {describe(exc)}[/]", highlight=False)
 
@@ -299,7 +310,8 @@ def cmd_result(args: argparse.Namespace) -> int:
             f"job {args.job} is still {snapshot.status}: {snapshot.done}/{snapshot.total}"
         )
         return outcome.STILL_RUNNING
-    write_results(result.records(), args.output)
+    written = write_results(result.records(), args.output)
+    write_run_summary(args.output, args.job, result.summary, written)
     print_summary(args.job, result.summary)
     return outcome.OK
 
@@ -324,6 +336,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     elif what == "already cancelled":
         console.print(f"job {args.job} was already cancelled ({progress})", highlight=False)
     else:
+        from workers.batch.buffering import wake
+
+        wake(app, client, args.job, snapshot.models)
         console.print(
             f"cancelled job {args.job} at {progress}: queued items will not be sent (they "
             "become error records of kind 'cancelled'); calls in flight finish and are kept. "
@@ -373,6 +388,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             usd(entry.cost_nano),
         )
     console.print(table)
+    _print_batches(client, args.job, snapshot.models)
     if snapshot.budget_raw:
         from workers.budget import parse
 
@@ -380,6 +396,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     for model in idle:
         console.print(f"[bold yellow]warning:[/] {NoConsumerWatch.message(model)}", highlight=False)
     return outcome.OK
+
+
+def _print_batches(client, job: str, models: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Each provider batch of the job: its id, state and request counts."""
+    import json
+
+    from rich.table import Table
+
+    from workers.batch.lane import Lane
+
+    rows = []
+    for model in models:
+        lane = Lane(job, model)
+        for bid in lane.batch_ids(client):
+            meta = lane.read_meta(client, bid)
+            counts = json.loads(meta.get("counts", "{}"))
+            rows.append(
+                (
+                    model,
+                    meta.get("provider_id", "(creating)"),
+                    meta.get("status", meta.get("state", "?")),
+                    meta.get("n", "?"),
+                    " ".join(f"{k} {v}" for k, v in counts.items() if v),
+                )
+            )
+    if not rows:
+        return
+    table = Table(title="provider batches")
+    for column in ("model", "batch", "state", "items", "counts"):
+        table.add_column(column, justify="right" if column == "items" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

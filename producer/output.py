@@ -130,3 +130,25 @@ def write_json_array(results: Iterable[dict[str, Any]], handle: TextIO) -> int:
         count += 1
     handle.write("\n]\n" if count else "[]\n")
     return count
+
+
+SUMMARY_SUFFIX = ".summary.json"
+
+
+def summary_path(results: str) -> Path:
+    """Where the run summary of a results file lives: beside it, named after it."""
+    return Path(results + SUMMARY_SUFFIX)
+
+
+def write_run_summary(results: str | None, job: str, summary: dict[str, Any], records: int) -> None:
+    """Write what the run that made ``results`` used and paid, beside it, for ``ibt report``.
+
+    The documented list keeps its five keys; usage and cost (batch items at batch prices,
+    repeated calls included) live in this small file instead. Nothing for stdout.
+    """
+    if is_stdout(results):
+        return
+    assert results is not None
+    document = {"job": job, "records": records, **summary}
+    target = summary_path(results)
+    target.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -120,6 +120,8 @@ class LiveProgress:
             rate = self.rates[model]
             rate.add(entry.done)
             cost = f" {usd(entry.cost_nano)}" if entry.cost_nano else ""
+            if entry.batch_waiting:
+                cost += f" in batches {entry.batch_waiting}"
             self.progress.update(
                 self.tasks[model],
                 completed=entry.done,

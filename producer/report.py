@@ -14,8 +14,8 @@ import json
 import math
 import sys
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +24,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from producer.output import summary_path
 from producer.stats import (
     SCORES,
     Agreement,
@@ -230,6 +231,8 @@ class Report:
     per_model: list[ModelStats]
     agreements: list[Agreement]  # one per model pair; empty with a single judge
     consensus: Consensus
+    # The run summary the tokens and cost came from (see with_run_usage), if any.
+    usage_source: str | None = None
 
     @property
     def error_records(self) -> int:
@@ -248,10 +251,55 @@ class Report:
         return None
 
 
-def build_report(path: str, prices: dict[str, tuple[float, float]] | None = None) -> Report:
+def build_report(
+    path: str,
+    prices: dict[str, tuple[float, float]] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Report:
     records = load_results(path)
     source = "<stdin>" if path == "-" else path
-    return report_from_records(records, source=source, prices=prices)
+    report = report_from_records(records, source=source, prices=prices)
+    return report if path == "-" else with_run_usage(report, path, warn or (lambda _: None))
+
+
+def with_run_usage(report: Report, path: str, warn: Callable[[str], None]) -> Report:
+    """Tokens and cost of the run that wrote ``path``, from the summary ``ibt score`` wrote
+    beside it (real usage, repeated calls included, batch items at batch prices).
+
+    Used only when it describes this very file (same record count); otherwise the records'
+    own usage fields, if any, are what the report shows.
+    """
+    sidecar = summary_path(path)
+    if not sidecar.is_file():
+        return report
+    try:
+        summary = json.loads(sidecar.read_text(encoding="utf-8"))
+        models = summary["models"]
+        if int(summary["records"]) != report.records:
+            warn(
+                f"{sidecar} describes {summary['records']} records, this file has "
+                f"{report.records}: its tokens and cost are not used"
+            )
+            return report
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warn(f"{sidecar}: not a run summary ({exc}); its tokens and cost are not used")
+        return report
+    per_model = []
+    for stats in report.per_model:
+        entry = models.get(stats.model)
+        if not isinstance(entry, dict):
+            per_model.append(stats)
+            continue
+        cost = entry.get("cost_usd")
+        per_model.append(
+            replace(
+                stats,
+                input_tokens=int(entry.get("input_tokens", 0)),
+                output_tokens=int(entry.get("output_tokens", 0)),
+                cost=None if cost is None else float(cost),
+            )
+        )
+    return replace(report, per_model=per_model, usage_source=str(sidecar))
 
 
 def report_from_records(
@@ -370,6 +418,10 @@ def print_report(report: Report, console: Console) -> None:
         unpriced = [s.model for s in report.per_model if s.cost is None]
         note = f" (no price for {', '.join(unpriced)})" if unpriced else ""
         console.print(f"total cost: {format_cost(report.total_cost)}{note}", highlight=False)
+    if report.usage_source:
+        console.print(
+            f"tokens and cost: what the run paid, from {report.usage_source}", highlight=False
+        )
 
     if report.error_records:
         errors = _table("judge", "error kind", "records", "share", left=2)
@@ -601,6 +653,7 @@ def report_json(report: Report) -> dict[str, Any]:
             for stats in report.per_model
         ],
         "total_cost": report.total_cost,
+        "usage_source": report.usage_source,
         "agreement": [
             {
                 "model_a": entry.model_a,
@@ -652,7 +705,9 @@ def run_report(
     err = err or Console(stderr=True)
     try:
         prices = load_prices(prices_file) if prices_file else None
-        report = build_report(path, prices)
+        report = build_report(
+            path, prices, warn=lambda text: err.print(f"note: {text}", highlight=False)
+        )
     except InputError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

@@ -70,6 +70,8 @@ class ModelProgress:
     cached: int = 0
     attempts: int = 0
     cost_nano: int = 0
+    # Items waiting in batch mode: buffered, or inside a provider batch.
+    batch_waiting: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -284,8 +286,15 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
     meta = read_meta(client, job)
     if meta is None:
         return None
+    from workers.batch.lane import Lane
+
     models: list[str] = json.loads(meta.get("models", "[]"))
-    stats: dict[str, str] = client.hgetall(stats_key(job))  # type: ignore[assignment]
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(stats_key(job))
+        for model in models:
+            pipe.hlen(Lane(job, model).where)
+        stats, *waiting = pipe.execute()
+    in_batches = dict(zip(models, waiting, strict=True))
 
     def count(model: str, name: str) -> int:
         return int(stats.get(f"{model}:{name}", 0))
@@ -300,6 +309,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
             cached=count(model, "cached"),
             attempts=count(model, "attempts"),
             cost_nano=count(model, "cost"),
+            batch_waiting=int(in_batches[model]),
             errors_by_kind={
                 name.removeprefix(f"{model}:error:"): int(value)
                 for name, value in stats.items()

@@ -104,3 +104,24 @@ def schedule_poll(spec: ModelSpec, job: str, bid: str, countdown: float) -> None
         countdown=countdown or None,
         ignore_result=True,
     )
+
+
+def wake(celery_app: Any, client: redis.Redis, job: str, models: list[str]) -> int:
+    """Look at the job's lanes now rather than at their next scheduled poll (after a cancel:
+    open provider batches are cancelled, buffered items become 'cancelled' records).
+    Returns how many tasks were sent."""
+    from workers.batch.lane import OPEN_STATES
+    from workers.models import queue_name
+
+    sent = 0
+    for model in models:
+        lane = Lane(job, model)
+        queue = queue_name(model)
+        if client.llen(lane.pending):
+            celery_app.send_task("ibt.batch_flush", args=[job, model], queue=queue)
+            sent += 1
+        for bid in lane.batch_ids(client):
+            if client.hget(lane.meta(bid), "state") in OPEN_STATES:
+                celery_app.send_task("ibt.batch_poll", args=[job, model, bid], queue=queue)
+                sent += 1
+    return sent
