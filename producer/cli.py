@@ -385,7 +385,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(queued),
             str(serving),
             f"{entry.input_tokens:,}/{entry.output_tokens:,}",
-            usd(entry.cost_nano),
+            usd(entry.cost_nano) if _priced(model) else "?",
         )
     console.print(table)
     _print_batches(client, args.job, snapshot.models)
@@ -396,6 +396,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     for model in idle:
         console.print(f"[bold yellow]warning:[/] {NoConsumerWatch.message(model)}", highlight=False)
     return outcome.OK
+
+
+def _priced(model: str) -> bool:
+    """Whether the cost of ``model`` is known: an unknown cost is shown as "?", never $0."""
+    from workers.pricing import prices_of
+
+    try:
+        return prices_of(resolve_models([model])[0]) is not None
+    except ConfigError:
+        return False
 
 
 def _print_batches(client, job: str, models: list[str]) -> None:  # type: ignore[no-untyped-def]

@@ -233,5 +233,6 @@ def run_select(
         console.print(
             f"wrote {len(selection.kept):,} of {selection.pairs:,} pairs to {output}",
             highlight=False,
+            soft_wrap=True,  # a path is never broken across lines
         )
     return 0

@@ -327,12 +327,15 @@ def restart_worker(cluster: Cluster, process: subprocess.Popen[bytes], models: l
     ],
 )
 def test_a_worker_killed_at_any_phase_loses_nothing_and_pays_nothing_twice(
-    protocol: str, hold: str, valkey: ValkeyProcess, models_file: Path, tmp_path: Path
+    protocol: str, hold: str, models_file: Path, tmp_path: Path
 ) -> None:
     """SIGKILL the only worker of a model before the create call, between create and
     recording the id, while polling, or while downloading results: a new worker finishes
     the job with every row, and the simulator billed each request once."""
     model = OPENAI_MODEL if protocol == "openai" else ANTHROPIC_MODEL
+    # A broker and a simulator of its own: no other test's workers may take its tasks.
+    valkey = ValkeyProcess(tmp_path / "valkey", appendonly=False)
+    valkey.start()
     with SimulatorProcess(latency=0.0, api_key=TEST_KEY) as sim:
         cluster = Cluster(
             valkey,
@@ -389,6 +392,7 @@ def test_a_worker_killed_at_any_phase_loses_nothing_and_pays_nothing_twice(
             for _, process, _ in cluster.workers:
                 process.kill()
                 process.wait()
+            valkey.stop()
 
 
 def test_status_shows_items_waiting_in_batches(bcluster: Cluster, models_file: Path) -> None:

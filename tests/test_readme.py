@@ -350,6 +350,11 @@ class BashSession:
             stop(server.process)
         return problems
 
+    def paid_calls(self) -> int:
+        """Requests the simulator answered, synchronously or as lines of a batch."""
+        stats = self.simulator.stats()
+        return int(stats["requests"]) + int(stats["batch_lines"])
+
     def run_step(self, step: Step, env: dict[str, str]) -> list[str]:
         if step.kind == "export":
             for assignment in step.args:
@@ -367,7 +372,7 @@ class BashSession:
         argv = [*step.prefix, *args]
         if step.kind == "server":
             return self.start_server(step, argv, env)
-        requests_before = self.simulator.stats()["requests"]
+        requests_before = self.paid_calls()
         try:
             done = subprocess.run(
                 argv,
@@ -430,10 +435,16 @@ class BashSession:
             problems = record_problems(
                 str(line), read_records(self.workdir / output), pairs, models
             )
-            calls = self.simulator.stats()["requests"] - requests_before
+            # Each verdict is one call, synchronous or in a batch, or a cache hit that the run
+            # summary beside the output counts.
+            calls = self.paid_calls() - requests_before
             unique = len({(p["instruction"], p["generation"]) for p in pairs}) * len(models)
-            if calls != unique:
-                problems.append(f"{line}: {calls} simulator calls for {unique} verdicts")
+            summary = json.loads((self.workdir / (output + ".summary.json")).read_text())
+            cached = sum(entry["cached"] for entry in summary["models"].values())
+            if calls + cached != unique:
+                problems.append(
+                    f"{line}: {calls} simulator calls and {cached} cached for {unique} verdicts"
+                )
             return problems
         if what == ("ibt", "status") and self.job_id not in shown:
             return [f"{line}: does not show job {self.job_id}:\n{shown}"]

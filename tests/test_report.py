@@ -284,6 +284,7 @@ def test_json_report_has_the_text_report_numbers(capsys: pytest.CaptureFixture[s
         "error_records",
         "models",
         "total_cost",
+        "usage_source",
         "agreement",
         "consensus",
     ]
