@@ -61,6 +61,7 @@ def cluster(
     procs: int = 1,
     models: Sequence[str] = MODELS,
     worker_command: Sequence[str] | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[BenchCluster]:
     """Valkey (no persistence), the simulator, ``procs`` worker processes per model."""
     tmp = Path(tempfile.mkdtemp(prefix="ibt-bench-"))
@@ -76,6 +77,7 @@ def cluster(
         ANTHROPIC_API_KEY=KEY,
         OPENAI_BASE_URL=sim.openai_base_url,
         ANTHROPIC_BASE_URL=sim.anthropic_base_url,
+        **(env_extra or {}),
     )
     bench = BenchCluster(valkey, sim, create_app(valkey.url))
     try:
