@@ -17,7 +17,6 @@ hours, so the wall times say what ibt itself adds, not what a provider takes.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import KEY, MODELS, cluster
+from bench.scale import write_input
 from producer.estimate import estimate
 from producer.inputs import load_pairs
 from producer.processes import child_env
@@ -43,16 +43,6 @@ def models_file(path: Path, poll: float) -> None:
             f"batch_flush_seconds = {poll}\nbatch_poll_seconds = {poll}\nconcurrency = 64\n"
         )
     path.write_text("\n".join(tables))
-
-
-def write_input(path: Path, pairs: int) -> None:
-    with path.open("w") as handle:
-        for i in range(pairs):
-            record = {
-                "instruction": f"Instruction {i}: " + "explain this " * 8,
-                "generation": f"Answer {i}: " + "a sentence of the answer " * 20,
-            }
-            handle.write(json.dumps(record) + "\n")
 
 
 def served_cost(stats: dict[str, Any]) -> dict[str, float]:

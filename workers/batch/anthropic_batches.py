@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TypeVar
 
 import anthropic
 
 from workers.batch.protocol import BatchState, LineResult
 from workers.errors import ProviderError
 from workers.models import ModelSpec
-from workers.providers.anthropic import completion_of, request_params
-from workers.providers.classify import connection_error, from_status, timeout_error
+from workers.providers.anthropic import call, completion_of, request_params
+from workers.providers.classify import from_status
 
 # Error types of an ``errored`` result that a later attempt can get past.
 TRANSIENT_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
@@ -30,18 +29,6 @@ STATUS_BY_ERROR = {
 }
 # A batch we may have created is looked for among those created this long around our try.
 FIND_WINDOW_SECONDS = 120
-T = TypeVar("T")
-
-
-def call(operation: Callable[[], T]) -> T:
-    try:
-        return operation()
-    except anthropic.APITimeoutError as exc:
-        raise timeout_error(str(exc)) from None
-    except anthropic.APIConnectionError as exc:
-        raise connection_error(str(exc)) from None
-    except anthropic.APIStatusError as exc:
-        raise from_status(exc.status_code, exc.message, exc.response.headers) from None
 
 
 class AnthropicBatches:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, Literal, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, Final, Literal
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -12,28 +12,13 @@ from openai.types.chat import ChatCompletion
 from workers.batch.protocol import BatchState, LineResult
 from workers.errors import ProviderError
 from workers.models import ModelSpec
-from workers.providers.classify import connection_error, from_status, timeout_error
-from workers.providers.openai import completion_of, request_body
+from workers.providers.classify import from_status
+from workers.providers.openai import call, completion_of, request_body
 
 ENDPOINT: Final[Literal["/v1/chat/completions"]] = "/v1/chat/completions"
 ENDED = {"completed", "failed", "expired", "cancelled"}
 # How far back before our create attempt the batch list is searched (clock skew).
 FIND_SLACK_SECONDS = 300
-T = TypeVar("T")
-
-
-def call(operation: Callable[[], T]) -> T:
-    """One SDK call with its failure classified as for synchronous calls."""
-    try:
-        return operation()
-    except openai.APITimeoutError as exc:
-        raise timeout_error(str(exc)) from None
-    except openai.APIConnectionError as exc:
-        raise connection_error(str(exc)) from None
-    except openai.APIStatusError as exc:
-        body = exc.body if isinstance(exc.body, dict) else {}
-        code = body.get("code") if isinstance(body.get("code"), str) else None
-        raise from_status(exc.status_code, exc.message, exc.response.headers, code) from None
 
 
 class OpenAIBatches:

@@ -82,8 +82,10 @@ def flush(self: Task, job: str, model: str) -> None:
             return
         client.delete(lane.flush_marker)
         if cancellation.is_cancelled(client, job):
+            finisher = Finisher(client, lane, "pending")
             for cid, item in lane.pending_items(client):
-                finish_item(client, lane, "pending", cid, item, cancelled_of(item), spec)
+                finisher.add(cid, item, cancelled_of(item))
+            finisher.flush()
             return
         if token_limited(client, spec):
             buffering.schedule_flush(spec, job, spec.batch_poll_seconds)
@@ -243,25 +245,25 @@ def collect(
             fail_batch(client, lane, bid, spec, list(held.items()), refused)
         return
     seen: set[str] = set()
+    finisher = Finisher(client, lane, bid)
     for line in api.results(provider_id):
         owner, cid = item_of(line.custom_id)
         if owner != bid or cid not in held or cid in seen:
             log.warning("batch %s (%s): result for unknown id %r", bid, provider_id, line.custom_id)
             continue
         seen.add(cid)
-        handle_line(client, lane, bid, spec, cid, held[cid], line)
+        handle_line(client, finisher, spec, cid, held[cid], line)
     for cid, item in held.items():
         if cid not in seen:  # never ran: OpenAI leaves a cancelled batch's unrun requests out
-            handle_line(
-                client, lane, bid, spec, cid, item, LineResult(custom_id(bid, cid), cancelled=True)
-            )
+            unrun = LineResult(custom_id(bid, cid), cancelled=True)
+            handle_line(client, finisher, spec, cid, item, unrun)
+    finisher.flush()
     close_batch(client, lane, bid, spec)
 
 
 def handle_line(
     client: redis.Redis,
-    lane: Lane,
-    bid: str,
+    finisher: Finisher,
     spec: ModelSpec,
     cid: str,
     item: dict[str, Any],
@@ -269,28 +271,18 @@ def handle_line(
 ) -> None:
     request = ScoreRequest.from_message(item["request"])
     if line.completion is not None:
-        record = verdict_record(request, spec, line.completion, batch=True)
-        finish_item(client, lane, bid, cid, item, record, spec)
+        finisher.add(cid, item, verdict_record(request, spec, line.completion, batch=True))
         return
-    cancelled = cancellation.is_cancelled(client, request.job)
-    if cancelled:
-        finish_item(client, lane, bid, cid, item, cancelled_of(item), spec)
+    if cancellation.is_cancelled(client, request.job):
+        finisher.add(cid, item, cancelled_of(item))
         return
     error = line.error or ProviderError(
         "canceled: the provider cancelled the request", kind="canceled", retryable=True
     )
     if error.retryable and request.attempt < spec.max_retries:
-        retry_item(client, lane, bid, spec, cid, item, request)
+        retry_item(client, finisher.lane, finisher.bid, spec, cid, item, request)
         return
-    finish_item(
-        client,
-        lane,
-        bid,
-        cid,
-        item,
-        provider_error_record(request, error, request.attempt + 1),
-        spec,
-    )
+    finisher.add(cid, item, provider_error_record(request, error, request.attempt + 1))
 
 
 def retry_item(
@@ -338,6 +330,7 @@ def requeue_all(
     client.set(
         model_key(spec.name, "token-limited"), "1", ex=int(max(60, 4 * spec.batch_poll_seconds))
     )
+    finisher = Finisher(client, lane, bid)
     for cid, item in held.items():
         resubmits = int(item.get("resubmits", 0)) + 1
         if resubmits > MAX_RESUBMITS:
@@ -347,9 +340,10 @@ def requeue_all(
                 f"batch_failed: refused {resubmits - 1} times for the enqueued-token limit",
                 kind="batch_failed",
             )
-            finish_item(client, lane, bid, cid, item, record, spec)
+            finisher.add(cid, item, record)
         else:
             lane.requeue(client, bid, cid, {**item, "resubmits": resubmits})
+    finisher.flush()
     close_batch(client, lane, bid, spec)
     buffering.schedule_flush(spec, lane.job, spec.batch_poll_seconds)
 
@@ -362,10 +356,11 @@ def fail_batch(
     held: list[tuple[str, dict[str, Any]]],
     error: ProviderError,
 ) -> None:
+    finisher = Finisher(client, lane, bid)
     for cid, item in held:
         request = ScoreRequest.from_message(item["request"])
-        record = provider_error_record(request, error, request.attempt + 1)
-        finish_item(client, lane, bid, cid, item, record, spec)
+        finisher.add(cid, item, provider_error_record(request, error, request.attempt + 1))
+    finisher.flush()
     close_batch(client, lane, bid, spec)
 
 
@@ -378,66 +373,93 @@ def cancelled_of(item: dict[str, Any]) -> dict[str, Any]:
     return cancellation.cancelled_record(ScoreRequest.from_message(item["request"]))
 
 
-def finish_item(
+class Finisher:
+    """Writes finished items a chunk at a time: records, cache and budget in one round
+    trip, then the chord parts, then the items leave the lane in one round trip. That order
+    makes a repeat after a crash at any point harmless (records are first-report-wins,
+    usage and budget count once, a chord part counts once per task)."""
+
+    CHUNK = 500
+
+    def __init__(self, client: redis.Redis, lane: Lane, bid: str) -> None:
+        self.client = client
+        self.lane = lane
+        self.bid = bid
+        self.entries: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.chord: dict[str, Any] | None = None
+
+    def add(self, cid: str, item: dict[str, Any], record: dict[str, Any]) -> None:
+        self.entries.append((cid, item, record))
+        if len(self.entries) >= self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        entries, self.entries = self.entries, []
+        if not entries:
+            return
+        client, settings = self.client, get_settings()
+        with client.pipeline(transaction=False) as pipe:
+            for _, item, record in entries:
+                write_record(client, pipe, item, record, settings)
+            pipe.execute()
+        for _, item, _ in entries:
+            self.close_chord_part(item["task"])
+        with client.pipeline(transaction=False) as pipe:
+            for cid, _, _ in entries:
+                keys = [self.lane.where, self.lane.items]
+                jobstate.queue_script(pipe, "batch_release", keys, [cid, self.bid])
+            pipe.execute()
+
+    def close_chord_part(self, task: dict[str, Any]) -> None:
+        """What Celery does when a chord's header task finishes, for a task whose result
+        came from a batch."""
+        if self.chord is None:
+            raw = self.client.get(buffering.chord_key(self.lane.job))
+            if not raw:
+                return
+            self.chord = json.loads(str(raw))
+        request = SimpleNamespace(
+            id=task["id"], group=task["group"], group_index=task["group_index"], chord=self.chord
+        )
+        app.backend.on_chord_part_return(request, "SUCCESS", None)
+
+
+def write_record(
     client: redis.Redis,
-    lane: Lane,
-    bid: str,
-    cid: str,
+    pipe: redis.client.Pipeline,
     item: dict[str, Any],
     record: dict[str, Any],
-    spec: ModelSpec,
+    settings: Any,
 ) -> None:
-    """Write an item's record, settle its budget and cache, close its chord part, and let
-    it leave the lane, in that order: a repeat after a crash at any point changes nothing."""
-    settings = get_settings()
+    """Queue an item's record, its cache entry and its budget settlement on ``pipe``."""
     request = ScoreRequest.from_message(item["request"])
     tokens = record.get("_tokens") or [0, 0]
     cost = int(record.get("_cost", 0))
-    with client.pipeline(transaction=False) as pipe:
-        key = item.get("key")
-        if key and "error" not in record:
-            pipe.set(
-                cache.CACHE_PREFIX + key,
-                json.dumps({"score": record["score"], "reasoning": record["reasoning"]}),
-                ex=settings.cache_ttl,
-            )
-        jobstate.record_outcome(
-            client,
-            request.job,
-            request.model,
-            request.index,
-            error="error" in record,
-            input_tokens=tokens[0],
-            output_tokens=tokens[1],
-            cached=False,
-            expires=settings.result_expires,
-            record=json.dumps(public(record), ensure_ascii=False),
-            attempts=request.attempt + (1 if "_tokens" in record else 0),
-            error_kind=record.get("_kind", ""),
-            cost=cost,
-            usage_once=True,
-            pipe=pipe,
+    key = item.get("key")
+    if key and "error" not in record:
+        pipe.set(
+            cache.CACHE_PREFIX + key,
+            json.dumps({"score": record["score"], "reasoning": record["reasoning"]}),
+            ex=settings.cache_ttl,
         )
-        if request.budget:
-            paid = (
-                cost
-                if any(tokens)
-                else (int(item.get("reserved", 0)) if "_tokens" in record else 0)
-            )
-            budget.settle(client, request, paid, pipe=pipe)
-        pipe.execute()
-    close_chord_part(client, request.job, item["task"])
-    lane.release(client, bid, cid)
-
-
-def close_chord_part(client: redis.Redis, job: str, task: dict[str, Any]) -> None:
-    """What Celery does when a chord's header task finishes, for a task whose result came
-    from a batch (counted once per task id, so a repeat is harmless)."""
-    raw = client.get(buffering.chord_key(job))
-    if not raw:
-        return
-    chord = json.loads(raw)  # type: ignore[arg-type]
-    request = SimpleNamespace(
-        id=task["id"], group=task["group"], group_index=task["group_index"], chord=chord
+    jobstate.record_outcome(
+        client,
+        request.job,
+        request.model,
+        request.index,
+        error="error" in record,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cached=False,
+        expires=settings.result_expires,
+        record=json.dumps(public(record), ensure_ascii=False),
+        attempts=request.attempt + (1 if "_tokens" in record else 0),
+        error_kind=record.get("_kind", ""),
+        cost=cost,
+        usage_once=True,
+        pipe=pipe,
     )
-    app.backend.on_chord_part_return(request, "SUCCESS", None)
+    if request.budget:
+        # A reply without usage may have cost up to its reservation; no reply cost nothing.
+        unknown = int(item.get("reserved", 0)) if "_tokens" in record else 0
+        budget.settle(client, request, cost if any(tokens) else unknown, pipe=pipe)

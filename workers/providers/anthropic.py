@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anthropic
 from anthropic.types import Message
@@ -11,6 +12,8 @@ from workers.models import ModelSpec
 from workers.providers import Completion, pool_limits
 from workers.providers.classify import connection_error, from_status, timeout_error
 from workers.verdict_schema import VERDICT_SCHEMA, VERDICT_TOOL
+
+T = TypeVar("T")
 
 
 class AnthropicJudge:
@@ -32,15 +35,20 @@ class AnthropicJudge:
         if temperature is not None:
             # Not a named argument of this SDK version; the API still accepts it.
             kwargs["extra_body"] = {"temperature": temperature}
-        try:
-            message = self.client.messages.create(**kwargs)
-        except anthropic.APITimeoutError as exc:
-            raise timeout_error(str(exc)) from None
-        except anthropic.APIConnectionError as exc:
-            raise connection_error(str(exc)) from None
-        except anthropic.APIStatusError as exc:
-            raise from_status(exc.status_code, exc.message, exc.response.headers) from None
+        message = call(lambda: self.client.messages.create(**kwargs))
         return completion_of(message)
+
+
+def call(operation: Callable[[], T]) -> T:
+    """One SDK call, its failure classified once for every caller (calls and batches)."""
+    try:
+        return operation()
+    except anthropic.APITimeoutError as exc:
+        raise timeout_error(str(exc)) from None
+    except anthropic.APIConnectionError as exc:
+        raise connection_error(str(exc)) from None
+    except anthropic.APIStatusError as exc:
+        raise from_status(exc.status_code, exc.message, exc.response.headers) from None
 
 
 def request_params(spec: ModelSpec, prompt: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -14,6 +15,7 @@ from workers.providers.classify import connection_error, from_status, timeout_er
 from workers.verdict_schema import VERDICT_SCHEMA
 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+T = TypeVar("T")
 
 
 class OpenAIJudge:
@@ -30,17 +32,23 @@ class OpenAIJudge:
         )
 
     def complete(self, prompt: str) -> Completion:
-        try:
-            response = self.client.chat.completions.create(**request_body(self.spec, prompt))
-        except openai.APITimeoutError as exc:
-            raise timeout_error(str(exc)) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(str(exc)) from None
-        except openai.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            code = body.get("code") if isinstance(body.get("code"), str) else None
-            raise from_status(exc.status_code, exc.message, exc.response.headers, code) from None
+        body = request_body(self.spec, prompt)
+        response = call(lambda: self.client.chat.completions.create(**body))
         return completion_of(self.spec, response)
+
+
+def call(operation: Callable[[], T]) -> T:
+    """One SDK call, its failure classified once for every caller (calls and batches)."""
+    try:
+        return operation()
+    except openai.APITimeoutError as exc:
+        raise timeout_error(str(exc)) from None
+    except openai.APIConnectionError as exc:
+        raise connection_error(str(exc)) from None
+    except openai.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        raise from_status(exc.status_code, exc.message, exc.response.headers, code) from None
 
 
 def request_body(spec: ModelSpec, prompt: str) -> dict[str, Any]:
