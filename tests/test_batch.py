@@ -441,3 +441,31 @@ def test_cli_batch_flag_and_summary_file(
     shown = json.loads(report.stdout)
     assert shown["total_cost"] == pytest.approx(summary["models"][OPENAI_MODEL]["cost_usd"])
     assert bcluster.simulator.stats()["paid"] == {"sync": 0, "batch": 4}
+
+
+def test_structured_verdicts_and_a_batch_where_every_request_failed(
+    bcluster: Cluster, models_file: Path
+) -> None:
+    """Structured verdicts go through batches on both protocols (a JSON schema for OpenAI, a
+    forced tool call for Anthropic); an OpenAI batch whose every request failed ends
+    ``completed`` with no output file, and every row is an error record."""
+    sim = bcluster.simulator
+    sim.reset()
+    items = pairs(f"structured-{time.time_ns()}", 4)
+    chosen = specs(models_file, OPENAI_MODEL, ANTHROPIC_MODEL)
+    job = jobs.submit(bcluster.app, items, chosen, batch=True, structured=True)
+    rows = jobs.wait(bcluster.app, job, poll_interval=0.1).results
+    assert all(r["score"] == expected_score(r, r["model"]) for r in rows)
+    assert sim.stats()["paid"] == {"sync": 0, "batch": 8}
+
+    sim.reset()
+    refused = [Pair(f"refused {i} {time.time_ns()}", "x <<sim:status=400>>") for i in range(3)]
+    job = jobs.submit(bcluster.app, refused, specs(models_file, OPENAI_MODEL), batch=True)
+    rows = jobs.wait(bcluster.app, job, poll_interval=0.1).results
+    assert [r["score"] for r in rows] == [None, None, None]
+    assert all(r["error"].startswith("bad_request") for r in rows)
+    (batch,) = sim.stats()["batches"]
+    assert batch["status"] == "completed"
+    client = jobstate.client_for_url(bcluster.url)
+    lane = Lane(job, OPENAI_MODEL)
+    assert lane.read_meta(client, lane.batch_ids(client)[0])["status"] == "completed"
