@@ -341,12 +341,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from workers import jobstate, presence
+    from workers.models import ModelRegistry
+    from workers.pricing import known_cost
 
     app = _remote_app(job=args.job)
     client = jobstate.client_for_url(app.conf.result_backend)
     snapshot = jobstate.progress(client, args.job)
     if snapshot is None:
         return _unknown_job(app, args.job)
+    registry = ModelRegistry.load(get_settings().models_file)
     table = Table(title=f"job {args.job}: {snapshot.status}, {snapshot.done}/{snapshot.total}")
     columns = (
         *("model", "done", "pending", "errors", "retries"),
@@ -374,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(queued),
             str(serving),
             f"{entry.input_tokens:,}/{entry.output_tokens:,}",
-            usd(entry.cost_nano) if _priced(model) else "?",
+            usd(entry.cost_nano) if known_cost(registry, model) else "?",
         )
     console.print(table)
     _print_batches(client, args.job, snapshot.models)
@@ -385,16 +388,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     for model in idle:
         console.print(f"[bold yellow]warning:[/] {NoConsumerWatch.message(model)}", highlight=False)
     return outcome.OK
-
-
-def _priced(model: str) -> bool:
-    """Whether the cost of ``model`` is known: an unknown cost is shown as "?", never $0."""
-    from workers.pricing import prices_of
-
-    try:
-        return prices_of(resolve_models([model])[0]) is not None
-    except ConfigError:
-        return False
 
 
 def _print_batches(client, job: str, models: list[str]) -> None:  # type: ignore[no-untyped-def]

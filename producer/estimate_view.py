@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from producer.estimate import EXPECTED_OUTPUT_TOKENS, ModelEstimate
-from producer.progress import starred
+from producer.progress import dollars, starred
 from workers.catalog import PRICES_AS_OF
 
 out = Console(width=None if Console().is_terminal else 160)
@@ -16,9 +16,7 @@ out = Console(width=None if Console().is_terminal else 160)
 
 def money(value: float | None) -> str:
     """No price is shown as such, never as $0."""
-    if value is None:
-        return "no price"
-    return f"${value:,.2f}" if value >= 10 else f"${value:.4f}"
+    return "no price" if value is None else dollars(value)
 
 
 def total(values: Sequence[float | None]) -> float | None:

@@ -13,6 +13,7 @@ from rich.table import Column, Table
 
 from workers.jobstate import JobProgress
 from workers.models import SIMULATED
+from workers.pricing import from_nano
 
 console = Console(stderr=True)
 if not console.is_terminal:
@@ -68,10 +69,14 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def usd(nano: int | float) -> str:
-    """Nano-dollars as a short dollar amount: cents once it is worth it, else 4 decimals."""
-    value = nano / 1_000_000_000
+def dollars(value: float) -> str:
+    """A short dollar amount: cents once it is worth it, else 4 decimals."""
     return f"${value:,.2f}" if value >= 10 else f"${value:.4f}"
+
+
+def usd(nano: int | float) -> str:
+    """Nano-dollars (the unit Redis counts in) as :func:`dollars`."""
+    return dollars(from_nano(nano))
 
 
 class LiveProgress:
@@ -207,19 +212,18 @@ def cost_text(entry: dict[str, Any]) -> str:
     cost = entry.get("cost_usd")
     if cost is None:
         return "?" if "cost_usd" in entry else "-"
-    return usd(cost * 1_000_000_000)
+    return dollars(cost)
 
 
 def budget_line(state: dict[str, Any]) -> str:
     """Spent / cap of the job and of each capped model, from the summary's budget entry."""
     parts = []
     if state.get("cap_usd") is not None:
-        parts.append(f"job {usd(state['spent_usd'] * 1e9)} of {usd(state['cap_usd'] * 1e9)} cap")
+        parts.append(f"job {dollars(state['spent_usd'])} of {dollars(state['cap_usd'])} cap")
     for model, entry in state.get("models", {}).items():
         if entry.get("cap_usd") is not None:
-            parts.append(
-                f"{model} {usd(entry['spent_usd'] * 1e9)} of {usd(entry['cap_usd'] * 1e9)} cap"
-            )
+            spent, cap = dollars(entry["spent_usd"]), dollars(entry["cap_usd"])
+            parts.append(f"{model} {spent} of {cap} cap")
     return "budget: " + ", ".join(parts) + " (spent counts calls whose cost is unknown at worst)"
 
 

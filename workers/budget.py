@@ -66,6 +66,31 @@ def reserve(client: redis.Redis, request: ScoreRequest, amount: int) -> int:
     return int(script(client, "budget_reserve")(keys=keys, args=args))
 
 
+def reserve_or_refuse(
+    client: redis.Redis, request: ScoreRequest, amount: int
+) -> dict[str, Any] | None:
+    """Reserve ``amount`` for ``request``: None when reserved, the ``budget`` error record
+    when it can never fit; raises BudgetWait when it may fit once reservations settle."""
+    verdict = reserve(client, request, amount)
+    if verdict == OVER:
+        return over_budget_record(request, amount, read(client, request.job))
+    if verdict == WAIT:
+        raise BudgetWait
+    return None
+
+
+def cost_of(record: dict[str, Any], reserved: int) -> int:
+    """What a finished item's reservation settles to: nothing if no call was made (an item
+    not worth one), its reservation if the reply carried no usage (assume the worst), else
+    the cost of its usage."""
+    tokens = record.get("_tokens")
+    if tokens is None:
+        return 0
+    if not any(tokens):
+        return reserved
+    return int(record.get("_cost", reserved))
+
+
 def settle(
     client: redis.Redis,
     request: ScoreRequest,

@@ -21,6 +21,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from workers.pricing import from_nano
+
 PREFIX = "ibt:job:"
 # Rows read per round trip when streaming a job's records.
 READ_BATCH = 1000
@@ -84,7 +86,7 @@ class ModelProgress:
             "cached": self.cached,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_nano / 1_000_000_000,
+            "cost_usd": from_nano(self.cost_nano),
         }
 
 
@@ -287,6 +289,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
     if meta is None:
         return None
     from workers.batch.lane import Lane
+    from workers.budget import budget_key
 
     models: list[str] = json.loads(meta.get("models", "[]"))
     with client.pipeline(transaction=False) as pipe:
@@ -321,7 +324,7 @@ def progress(client: redis.Redis, job: str) -> JobProgress | None:
     finished = meta.get("finished")
     budget_raw: dict[str, str] | None = None
     if meta.get("budget") == "1":
-        budget_raw = client.hgetall(f"{PREFIX}{job}:budget")  # type: ignore[assignment]
+        budget_raw = client.hgetall(budget_key(job))  # type: ignore[assignment]
     return JobProgress(
         job=job,
         status=meta.get("status", "unknown"),

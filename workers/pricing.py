@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from workers.models import DEFAULT_BATCH_DISCOUNT, ModelSpec
+from workers.errors import ConfigError
+from workers.models import DEFAULT_BATCH_DISCOUNT, ModelRegistry, ModelSpec
 
 NANO_PER_USD = 1_000_000_000
 # Tokens a chat request adds around the prompt (role markers, reply priming); OpenAI's
@@ -40,6 +41,14 @@ def prices_of(spec: ModelSpec) -> Prices | None:
         return None
     discount = DEFAULT_BATCH_DISCOUNT if spec.batch_discount is None else spec.batch_discount
     return Prices(spec.input_price_per_mtok, spec.output_price_per_mtok, discount)
+
+
+def known_cost(registry: ModelRegistry, name: str) -> bool:
+    """Whether the cost of model ``name`` is known (one that does not resolve has none)."""
+    try:
+        return prices_of(registry.resolve(name)) is not None
+    except ConfigError:
+        return False
 
 
 def to_nano(usd: float) -> int:

@@ -211,11 +211,9 @@ def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> 
         return judge(request, spec)
     structured = spec.structured if request.structured is None else request.structured
     needed = pricing.worst_case_nano(spec, prompt_of(request), structured=structured, batch=False)
-    verdict = budget.reserve(client, request, needed)
-    if verdict == budget.OVER:
-        return budget.over_budget_record(request, needed, budget.read(client, request.job))
-    if verdict == budget.WAIT:
-        raise budget.BudgetWait
+    refused = budget.reserve_or_refuse(client, request, needed)
+    if refused is not None:
+        return refused
     try:
         record = judge(request, spec)
     except ProviderError as exc:
@@ -225,22 +223,8 @@ def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> 
     except BaseException:
         budget.settle(client, request, needed)
         raise
-    tokens = record.get("_tokens")
-    if tokens is None:
-        cost = 0  # not worth a call (empty text...): nothing was sent
-    elif not any(tokens):
-        cost = needed  # a server that reports no usage: assume the worst
-    else:
-        cost = int(record.get("_cost", needed))
-    budget.settle(client, request, cost)
+    budget.settle(client, request, budget.cost_of(record, needed))
     return record
-
-
-def _priced(model: str) -> bool:
-    try:
-        return pricing.prices_of(registry().resolve(model)) is not None
-    except ConfigError:
-        return False
 
 
 def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +298,7 @@ def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dic
     per_model = snapshot.per_model if snapshot is not None else {}
     entries = {model: per_model[model].summary() for model in models if model in per_model}
     for model, entry in entries.items():
-        if not _priced(model):
+        if not pricing.known_cost(registry(), model):
             entry["cost_usd"] = None  # unknown, never $0
     summary: dict[str, Any] = {
         "models": entries,

@@ -55,11 +55,9 @@ def buffer(
     reserved = 0
     if request.budget:
         reserved = pricing.worst_case_nano(spec, prompt, structured=structured, batch=True)
-        verdict = budget.reserve(client, request, reserved)
-        if verdict == budget.OVER:
-            return budget.over_budget_record(request, reserved, budget.read(client, request.job))
-        if verdict == budget.WAIT:
-            raise budget.BudgetWait
+        refused = budget.reserve_or_refuse(client, request, reserved)
+        if refused is not None:
+            return refused
     settings = get_settings()
     if task.chord:
         client.set(

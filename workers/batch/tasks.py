@@ -163,7 +163,14 @@ def submit(client: redis.Redis, lane: Lane, bid: str) -> None:
         fail_batch(client, lane, bid, spec, held, exc)
         return
     lane.set_meta(
-        client, bid, state="submitted", provider_id=provider_id, submitted=time.time(), n=len(held)
+        client,
+        bid,
+        state="submitted",
+        provider_id=provider_id,
+        submitted=time.time(),
+        n=len(held),
+        # What a poll needs of the items' requests, so it need not read them all each time.
+        structured=json.dumps(held[0][1]["request"].get("structured")),
     )
     client.sadd(model_key(spec.name, "open"), f"{lane.job}|{bid}")
     log.info("batch %s of %s (%d items) is %s", bid, lane.model, len(held), provider_id)
@@ -192,8 +199,7 @@ def poll(self: Task, job: str, model: str, bid: str) -> None:
             return
         if state != "submitted":
             return
-        held = lane.held_by(client, bid)
-        spec = spec_for(model, held[0][1]["request"] if held else None)
+        spec = spec_for(model, {"structured": json.loads(meta.get("structured", "null"))})
         api = api_for(spec)
         provider_id = meta["provider_id"]
         try:
@@ -207,14 +213,15 @@ def poll(self: Task, job: str, model: str, bid: str) -> None:
                 log.warning("batch %s (%s): reading it failed: %s", bid, provider_id, exc)
                 buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
                 return
-            fail_batch(client, lane, bid, spec, held, exc)
+            fail_batch(client, lane, bid, spec, lane.held_by(client, bid), exc)
             return
         lane.set_meta(client, bid, status=current.status, counts=json.dumps(current.counts))
         if not current.ended:
             buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
             return
         try:
-            collect(client, lane, bid, spec, api, provider_id, current, dict(held))
+            held = dict(lane.held_by(client, bid))
+            collect(client, lane, bid, spec, api, provider_id, current, held)
         except ProviderError as exc:
             log.warning("batch %s (%s): reading results failed: %s", bid, provider_id, exc)
             buffering.schedule_poll(spec, job, bid, spec.batch_poll_seconds)
@@ -246,19 +253,23 @@ def collect(
         return
     seen: set[str] = set()
     finisher = Finisher(client, lane, bid)
+    cancelled = cancellation.is_cancelled(client, lane.job)
+    requeued = False
     for line in api.results(provider_id):
         owner, cid = item_of(line.custom_id)
         if owner != bid or cid not in held or cid in seen:
             log.warning("batch %s (%s): result for unknown id %r", bid, provider_id, line.custom_id)
             continue
         seen.add(cid)
-        handle_line(client, finisher, spec, cid, held[cid], line)
+        requeued |= handle_line(client, finisher, spec, cid, held[cid], line, cancelled)
     for cid, item in held.items():
         if cid not in seen:  # never ran: OpenAI leaves a cancelled batch's unrun requests out
             unrun = LineResult(custom_id(bid, cid), cancelled=True)
-            handle_line(client, finisher, spec, cid, item, unrun)
+            requeued |= handle_line(client, finisher, spec, cid, item, unrun, cancelled)
     finisher.flush()
     close_batch(client, lane, bid, spec)
+    if requeued:
+        buffering.schedule_flush(spec, lane.job, spec.batch_flush_seconds)
 
 
 def handle_line(
@@ -268,21 +279,23 @@ def handle_line(
     cid: str,
     item: dict[str, Any],
     line: LineResult,
-) -> None:
+    cancelled: bool,
+) -> bool:
+    """Record or retry one request of an ended batch; True if it waits for a later batch."""
     request = ScoreRequest.from_message(item["request"])
     if line.completion is not None:
         finisher.add(cid, item, verdict_record(request, spec, line.completion, batch=True))
-        return
-    if cancellation.is_cancelled(client, request.job):
+        return False
+    if cancelled:
         finisher.add(cid, item, cancelled_of(item))
-        return
+        return False
     error = line.error or ProviderError(
         "canceled: the provider cancelled the request", kind="canceled", retryable=True
     )
     if error.retryable and request.attempt < spec.max_retries:
-        retry_item(client, finisher.lane, finisher.bid, spec, cid, item, request)
-        return
+        return retry_item(client, finisher.lane, finisher.bid, spec, cid, item, request)
     finisher.add(cid, item, provider_error_record(request, error, request.attempt + 1))
+    return False
 
 
 def retry_item(
@@ -293,8 +306,8 @@ def retry_item(
     cid: str,
     item: dict[str, Any],
     request: ScoreRequest,
-) -> None:
-    """A transient failure: again in a later batch, or online if the model says so."""
+) -> bool:
+    """A transient failure: again in a later batch (True), or online if the model says so."""
     settings = get_settings()
     jobstate.record_retry(client, request.job, request.model, settings.result_expires)
     again = replace(request, attempt=request.attempt + 1)
@@ -317,9 +330,9 @@ def retry_item(
         if request.budget:
             budget.settle(client, request, 0)  # the online task reserves for itself
         lane.release(client, bid, cid)
-        return
+        return False
     lane.requeue(client, bid, cid, {**item, "request": again.to_message()})
-    buffering.schedule_flush(spec, request.job, spec.batch_flush_seconds)
+    return True
 
 
 def requeue_all(
@@ -460,6 +473,4 @@ def write_record(
         pipe=pipe,
     )
     if request.budget:
-        # A reply without usage may have cost up to its reservation; no reply cost nothing.
-        unknown = int(item.get("reserved", 0)) if "_tokens" in record else 0
-        budget.settle(client, request, cost if any(tokens) else unknown, pipe=pipe)
+        budget.settle(client, request, budget.cost_of(record, int(item["reserved"])), pipe=pipe)
