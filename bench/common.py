@@ -15,13 +15,12 @@ from typing import Any
 import redis
 from celery import Celery
 
+from bench.names import KEY, MODELS  # noqa: F401 - re-exported to the benchmarks
 from producer.local import ValkeyProcess, worker_argv
 from producer.processes import child_env, spawn, stop
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from workers.app import create_app
 
-KEY = "bench-key"
-MODELS = ("gpt-bench", "claude-bench")  # OpenAI and Anthropic protocol, by name prefix
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

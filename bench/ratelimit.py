@@ -19,7 +19,7 @@ from producer import job as jobs
 from producer.inputs import Pair
 from producer.local import ValkeyProcess, worker_argv
 from producer.processes import child_env, spawn, stop
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from workers.app import create_app
 from workers.models import ModelRegistry
 

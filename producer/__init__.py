@@ -1,13 +1,14 @@
 """The producer: CLI, Python API, input loading, job submission and output.
 
-The public Python API is ``score_pairs`` and the seed-compatible ``ParallelExecutor``.
+The public Python API is ``score_pairs``, the seed-compatible ``ParallelExecutor``, and
+``embedded_session`` to reuse one embedded stack across calls.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ParallelExecutor", "score_pairs"]
+__all__ = ["ParallelExecutor", "embedded_session", "score_pairs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
-
-from producer import job as jobs
+from producer.checks import check_budget, check_config, check_local_credentials
 from producer.inputs import Pair, validate_records
 from producer.local import LocalStack
-from workers.app import create_app
-from workers.errors import ConfigError
 from workers.models import ModelRegistry, ModelSpec
-from workers.prompt import load_template
-from workers.providers import needs_key
 from workers.settings import get_settings
+
+if TYPE_CHECKING:  # Celery is imported once a job runs: after the embedded stack is starting
+    from celery import Celery
+
+    from producer.job import ProgressCallback
 
 
 @dataclass
@@ -29,54 +29,79 @@ class Session:
 
     app: Celery
     embedded: bool
-    check_alive: jobs.Callable[[], None] | None = None
+    check_alive: Callable[[], None] | None = None
 
 
 def resolve_models(names: Sequence[str]) -> list[ModelSpec]:
     return ModelRegistry.load(get_settings().models_file).resolve_all(names)
 
 
-def check_config(specs: Sequence[ModelSpec]) -> None:
-    """Everything the workers would otherwise find wrong on every item, found before
-    anything is enqueued: the prompt template and each model's endpoint."""
-    settings = get_settings()
-    load_template(settings.prompt_file)
-    for spec in specs:
-        if spec.base_url:
-            source = settings.models_file or "models file"
-            _check_url(spec.base_url, source=source, field=f"models.{spec.name}.base_url")
-        elif url := settings.env(spec.base_url_env):
-            _check_url(url, source="environment", field=spec.base_url_env)
+@dataclass
+class _Reused:
+    stack: LocalStack
+    app: Celery
 
 
-def _check_url(url: str, *, source: str, field: str) -> None:
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"not an http(s) URL: {url!r}", source=source, field=field)
+_reused: _Reused | None = None
+_reused_lock = threading.Lock()
 
 
-def check_local_credentials(specs: Sequence[ModelSpec]) -> None:
-    """Embedded workers inherit this environment, so a missing key is known before submitting."""
-    settings = get_settings()
-    for spec in specs:
-        if needs_key(spec) and not settings.secret(spec.key_env):
-            raise ConfigError(
-                f"{spec.key_env} is not set, so model '{spec.name}' cannot be called. Set it, "
-                "or try the simulated judges: -m simulated-openai -m simulated-anthropic",
-                source="environment",
-                field=spec.key_env,
-            )
+@contextmanager
+def embedded_session(*, workers_per_model: int = 1) -> Iterator[None]:
+    """Inside this block every ``score_pairs`` and ``ParallelExecutor.run`` call reuses one
+    embedded stack (Valkey, simulator, workers) instead of starting one per call (~2 s
+    each). Workers for a model start on the first call that needs it and stay until the
+    block ends; the stack then stops as after a single call, leaving no process behind.
+
+    Has no effect when ``IBT_BROKER_URL`` is set: calls then submit to that cluster.
+    """
+    from workers.app import create_app
+
+    global _reused
+    if get_settings().broker_url:
+        yield
+        return
+    with _reused_lock:
+        if _reused is not None:
+            raise RuntimeError("embedded_session() is already open in this process")
+        stack = LocalStack([], workers_per_model=workers_per_model)
+        stack.__enter__()
+        _reused = _Reused(stack=stack, app=create_app(stack.broker_url))
+    try:
+        yield
+    finally:
+        with _reused_lock:
+            current, _reused = _reused, None
+        if current is not None:
+            current.app.pool.force_close_all()
+            current.stack.__exit__(*sys.exc_info())
 
 
 @contextmanager
 def session(specs: Sequence[ModelSpec], *, workers_per_model: int = 1) -> Iterator[Session]:
-    """A broker to submit to: ``IBT_BROKER_URL`` if set, else a fresh embedded stack."""
+    """A broker to submit to: ``IBT_BROKER_URL`` if set, the stack of an open
+    ``embedded_session``, else a fresh embedded stack for this one job.
+
+    Celery is imported only after the embedded stack's processes are started, so their
+    start-up overlaps with this import.
+    """
     settings = get_settings()
     if settings.broker_url:
+        from workers.app import create_app
+
         yield Session(app=create_app(settings.broker_url, settings.result_backend), embedded=False)
         return
     check_local_credentials(specs)
+    with _reused_lock:
+        reused = _reused
+        if reused is not None:
+            reused.stack.serve(specs)
+    if reused is not None:
+        yield Session(app=reused.app, embedded=True, check_alive=reused.stack.check_alive)
+        return
     with LocalStack(specs, workers_per_model=workers_per_model) as stack:
+        from workers.app import create_app
+
         app = create_app(stack.broker_url)
         try:
             yield Session(app=app, embedded=True, check_alive=stack.check_alive)
@@ -88,7 +113,7 @@ def score_pairs(
     pairs: Iterable[Pair | dict[str, Any]],
     models: Sequence[str],
     *,
-    on_progress: jobs.ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None,
     max_cost: float | None = None,
     batch: bool | None = None,
 ) -> list[dict[str, Any]]:
@@ -99,6 +124,8 @@ def score_pairs(
     records of kind ``budget``); ``batch=True`` sends every model's items through its
     provider's Batch API (None: each model's own ``batch`` setting).
     """
+    from producer import job as jobs
+
     items = list(pairs)
     if all(isinstance(item, Pair) for item in items):
         checked: list[Pair] = items  # type: ignore[assignment]
@@ -113,7 +140,7 @@ def score_pairs(
         )
     specs = resolve_models(models)
     check_config(specs)
-    jobs.check_budget(specs, max_cost)
+    check_budget(specs, max_cost)
     with session(specs) as current:
         job = jobs.submit(current.app, checked, specs, max_cost=max_cost, batch=batch)
         return jobs.wait(

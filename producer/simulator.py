@@ -19,10 +19,8 @@ import math
 import random
 import re
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -551,83 +549,6 @@ def main(argv: list[str] | None = None) -> int:
     host, port, knobs = parse_args(argv)
     asyncio.run(serve(host, port, knobs))
     return 0
-
-
-class SimulatorProcess:
-    """The simulator as a child process (dies with its parent), with a small control API."""
-
-    def __init__(self, *, latency: float = 0.0, **knobs: Any) -> None:
-        self.argv = [sys.executable, "-m", "producer.simulator", "--latency", str(latency)]
-        for name, value in knobs.items():
-            flag = "--" + name.replace("_", "-")
-            if name == "structured":
-                if not value:
-                    self.argv.append("--no-structured")
-            elif value is not None:
-                self.argv += [flag, str(value)]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self, timeout: float = 15.0) -> None:
-        from producer.processes import spawn
-
-        self.process = spawn(self.argv, stdout=subprocess.PIPE)
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith(b"listening on "):
-                self.url = line.decode().split()[-1]
-                return
-            if not line and self.process.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"simulator did not start: {line!r}")
-
-    def stop(self) -> None:
-        from producer.processes import stop
-
-        if self.process is not None:
-            stop(self.process)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self.process = None
-
-    def __enter__(self) -> SimulatorProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.url + "/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        return self.url
-
-    def _call(self, path: str, payload: dict[str, Any] | None = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self._call("/_sim/stats"))
-
-    def reset(self) -> None:
-        self._call("/_sim/reset", {})
-
-    def configure(self, **knobs: Any) -> None:
-        self._call("/_sim/config", knobs)
 
 
 if __name__ == "__main__":

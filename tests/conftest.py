@@ -14,7 +14,7 @@ from celery import Celery
 
 from producer.local import ValkeyProcess, worker_argv
 from producer.processes import child_env, spawn, stop, tail
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from workers.app import create_app
 
 TEST_KEY = "sk-ibt-test-0123456789abcdef"

@@ -20,7 +20,8 @@ import pytest
 from producer import job as jobs
 from producer.inputs import Pair
 from producer.local import ValkeyProcess
-from producer.simulator import SimulatorProcess, simulated_score
+from producer.simulator import simulated_score
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import ANTHROPIC_MODEL, OPENAI_MODEL, TEST_KEY, Cluster
 from tests.test_cli import clean_env, ibt
 from workers import jobstate

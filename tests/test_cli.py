@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.simulator import SimulatorProcess, simulated_score
+from producer.simulator import simulated_score
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import TEST_KEY, Cluster
 
 pytestmark = pytest.mark.timeout(180)

@@ -29,7 +29,7 @@ from producer.estimate import CHAT_FRAMING_TOKENS, EXPECTED_OUTPUT_TOKENS, estim
 from producer.estimate_view import money
 from producer.inputs import Pair
 from producer.local import ValkeyProcess
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import Cluster
 from workers import jobstate
 from workers.models import COLLECT_QUEUE, ModelRegistry, queue_name

@@ -24,7 +24,7 @@ from rich.console import Console
 from producer import progress
 from producer.output import write_results
 from producer.progress import RecentRate, format_eta
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import TEST_KEY, Cluster
 from tests.test_cli import ROOT, clean_env, ibt, processes_with_marker, write_pairs
 

@@ -29,7 +29,7 @@ import redis
 
 from producer.local import ValkeyProcess
 from producer.processes import free_port, spawn, stop, tail
-from producer.simulator import SimulatorProcess
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import ANTHROPIC_MODEL, OPENAI_MODEL, TEST_KEY, Cluster
 from tests.test_cli import clean_env, write_pairs
 from workers.models import queue_name

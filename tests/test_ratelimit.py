@@ -20,6 +20,9 @@ SPEC = ModelSpec(name="gpt-limited", provider="openai", model="gpt-limited", rpm
 def grab(url: str, spec: ModelSpec, seconds: float, start, results) -> None:  # type: ignore[no-untyped-def]
     client = redis.Redis.from_url(url, decode_responses=True)
     client.ping()
+    # The limiter's imports happen on first use: done here, so no process starts late.
+    warmup = ModelSpec(name="warmup", provider="openai", model="warmup", rpm=10**6)
+    ratelimit.wait_seconds(client, url, warmup, 10)
     start.wait(30)  # a barrier: all processes begin together, so they really contend
     granted = 0
     deadline = time.monotonic() + seconds

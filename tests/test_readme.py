@@ -50,10 +50,11 @@ import redis
 from celery import Celery
 
 from producer import job as jobs
-from producer.api import check_config
+from producer.checks import check_config
 from producer.local import ValkeyProcess
 from producer.processes import spawn, stop, tail
-from producer.simulator import SimulatorProcess, simulated_score
+from producer.simulator import simulated_score
+from producer.simulator_process import SimulatorProcess
 from tests.conftest import TEST_KEY
 from tests.test_cli import clean_env, processes_with_marker
 from workers import jobstate

@@ -19,7 +19,8 @@ import pytest
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from openai.types import Batch, FileDeleted, FileObject
 
-from producer.simulator import SimulatorProcess, simulated_score
+from producer.simulator import simulated_score
+from producer.simulator_process import SimulatorProcess
 from workers.prompt import render
 
 KEY = "sk-ibt-batch-test-0123456789"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx2
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.errors import ProviderError
 from workers.models import SIMULATED_KEY, ModelSpec
 from workers.settings import get_settings
+
+if TYPE_CHECKING:  # the SDKs' HTTP library, imported with them when a client is built
+    import httpx2
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ _lock = threading.Lock()
 
 def pool_limits(spec: ModelSpec) -> httpx2.Limits:
     """Keep a connection alive per worker thread, so calls reuse them instead of reconnecting."""
+    import httpx2
+
     return httpx2.Limits(
         max_connections=spec.concurrency * 2, max_keepalive_connections=spec.concurrency
     )

