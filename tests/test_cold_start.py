@@ -11,14 +11,19 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from producer import job as jobs
+from producer.inputs import Pair
 from producer.job import poll_delay
-from producer.local import ValkeyProcess
-from producer.processes import child_env
-from tests.conftest import TEST_KEY
+from producer.local import ValkeyProcess, worker_argv
+from producer.processes import child_env, spawn
+from producer.simulator_process import SimulatorProcess
+from tests.conftest import OPENAI_MODEL, TEST_KEY, Cluster
+from workers.models import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,3 +161,45 @@ def test_embedded_session_reuses_one_stack_and_leaves_nothing(
             simulated_score(record["model"], record["instruction"], record["generation"])
         )
     assert [r["model"] for r in third] == ["simulated-openai", "simulated-anthropic"]
+
+
+def test_a_worker_stops_within_a_fraction_of_a_second_of_sigterm(
+    valkey: ValkeyProcess, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """Warm shutdown of a worker that has just finished a job: its poll wakes on the
+    signal (it waited up to a second for its timeout) and the BRPOP in flight is ended with
+    CLIENT UNBLOCK (kombu waited for it to time out, up to another second). Measured
+    before: 1.2-1.4 s; after: about 0.3 s."""
+    cluster = Cluster(valkey, simulator, tmp_path)
+    specs = ModelRegistry().resolve_all([OPENAI_MODEL])
+    seconds = []
+    try:
+        for n in range(3):
+            # As the embedded stack starts it: task events off (their timers wake the
+            # loop often, which would hide a loop that sleeps through the signal).
+            argv = worker_argv([OPENAI_MODEL], hostname=f"stop-{n}@%h")
+            process = spawn(argv, env=cluster.env(), log_path=tmp_path / f"stop-{n}.log")
+            cluster.workers.append(("stop", process, tmp_path / f"stop-{n}.log"))
+            # No control ping: a broadcast reply wakes the loop too. The job is the proof.
+            job = jobs.submit(cluster.app, [Pair(f"stop {n}", "a")], specs, use_cache=False)
+            result = jobs.wait(cluster.app, job, poll_interval=0.05, check_alive=alive(process))
+            assert [r["score"] is not None for r in result.results] == [True]
+            # The scenario, not a synchronisation: the worker has been idle a moment, so
+            # its loop sleeps in its poll, as when the embedded stack stops after a job.
+            time.sleep(0.5)
+            started = time.perf_counter()
+            process.terminate()
+            process.wait(timeout=30)
+            seconds.append(time.perf_counter() - started)
+            cluster.workers.clear()
+            assert process.returncode == 0
+    finally:
+        cluster.stop()
+    assert statistics.median(seconds) < 0.75, seconds
+
+
+def alive(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    def check() -> None:
+        assert process.poll() is None, "the worker exited"
+
+    return check

@@ -10,9 +10,15 @@ builds its client, so the first task does not wait for ``import anthropic`` (~2 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
+
+from celery.signals import worker_ready
 
 from workers.errors import ConfigError, InputError, ProviderError
 from workers.models import COLLECT_QUEUE, ModelRegistry, ModelSpec
@@ -39,6 +45,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.collect_only or not args.no_collect:
         queues.append(COLLECT_QUEUE)
     warm_clients_in_background(specs)
+    worker_ready.connect(wake_loop_on_signals, weak=False)
 
     from celery.utils.nodenames import default_nodename, host_format
 
@@ -98,3 +105,33 @@ def warm_clients_in_background(specs: Sequence[ModelSpec]) -> threading.Thread:
     thread = threading.Thread(target=warm, name="ibt-warm-clients", daemon=True)
     thread.start()
     return thread
+
+
+def wake_loop_on_signals(**_: Any) -> None:
+    """Let SIGTERM/SIGINT end the consumer's poll at once.
+
+    Celery's warm-shutdown handler only sets a flag, which the event loop reads after its
+    poll returns: up to a second later on an idle worker, a second of every embedded job.
+    Python writes each signal's number to the wakeup fd; with its other end registered in
+    the loop (kombu's hub), the poll returns as soon as a signal arrives.
+    """
+    from kombu.asynchronous import get_event_loop
+
+    hub = get_event_loop()
+    if hub is None or threading.current_thread() is not threading.main_thread():
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+
+    def drain(*_: Any) -> None:
+        with contextlib.suppress(OSError):
+            reader.recv(4096)
+
+    hub.add_reader(reader, drain)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    # Kept alive with the process: the fds must outlive this function.
+    _wakeup_sockets.extend((reader, writer))
+
+
+_wakeup_sockets: list[socket.socket] = []
