@@ -472,7 +472,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from producer.report import run_report
+    from producer.curation.report import run_report
 
     return run_report(
         args.results, args.png, args.prices or get_settings().models_file, as_json=args.json
@@ -480,7 +480,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from producer.curate import run_select
+    from producer.curation.select import run_select
 
     return run_select(args.results, min_score=args.min_score, agg=args.agg, output=args.output)
 

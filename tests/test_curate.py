@@ -1,4 +1,4 @@
-"""producer.curate: Humpback-style selection by aggregated judge score.
+"""producer.curation.select: Humpback-style selection by aggregated judge score.
 
 On ``tests/data/report/three_judges.json`` (see test_report.py for the table) the scores of
 the judges that scored each pair, and their aggregates, are:
@@ -32,9 +32,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from producer.curate import print_selection, run_select, select
-from producer.report import load_results
-from producer.stats import JudgeRecord
+from producer.curation.results import JudgeRecord, load_results
+from producer.curation.select import print_selection, run_select, select
 from workers.errors import InputError
 
 DATA = Path(__file__).parent / "data" / "report"

@@ -1,4 +1,4 @@
-"""producer.report: loading results files, the hand-computed report, printing and plots.
+"""producer.curation.report: loading results files, the hand-computed report, printing and plots.
 
 The fixture ``tests/data/report/three_judges.json`` (and the same records as ``.jsonl``) has
 6 pairs x 3 judges, A = gpt-4o-mini, B = claude-3-5-haiku-latest, C = openai/llama3.1:8b:
@@ -32,18 +32,18 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from producer.cli import main
-from producer.report import (
+from producer.curation.report import (
     HEATMAP_PNG,
     HISTOGRAM_PNG,
     REDIRECTED_WIDTH,
     build_report,
     format_cost,
     load_prices,
-    load_results,
     print_report,
     run_report,
     write_plots,
 )
+from producer.curation.results import load_results
 from workers.errors import ConfigError, InputError
 
 DATA = Path(__file__).parent / "data" / "report"

@@ -1,4 +1,4 @@
-"""producer.stats: hand-computed examples, then cross-checks against scipy and sklearn."""
+"""producer.curation.stats: hand-computed examples, then cross-checks against scipy and sklearn."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
-from producer.stats import (
-    JudgeRecord,
+from producer.curation.results import JudgeRecord, error_kind, parse_record
+from producer.curation.stats import (
     average_ranks,
     cohen_kappa,
     consensus,
     cost,
-    error_kind,
     exact_agreement,
     group_pairs,
     histogram,
@@ -27,7 +26,6 @@ from producer.stats import (
     median,
     model_stats,
     pairwise_agreement,
-    parse_record,
     spearman,
 )
 from workers.errors import InputError

@@ -1,8 +1,8 @@
 """``ibt select``: Humpback-style self-curation, keeping the pairs the judges rate highly.
 
 Per pair (an occurrence of an (instruction, generation); duplicates stay separate, see
-:mod:`producer.stats`), the scores of the judges that scored it are aggregated and the pair is
-kept when the aggregate is >= K:
+:mod:`producer.curation.stats`), the scores of the judges that scored it are aggregated and
+the pair is kept when the aggregate is >= K:
 
 - ``mean``: the mean score;
 - ``median``: the median score (the mean of the middle two for an even count);
@@ -20,9 +20,9 @@ Each kept pair is written, in input order (order of each pair's first record), a
      "scores": {"model-a": 5, "model-b": 4}, "aggregate": {"agg": "mean", "value": 4.5}}
 
 ``<input fields>`` are the record keys that are not a judge's (``id``, ``source``, ...; see
-:data:`producer.stats.JUDGE_KEYS`), taken from the pair's first record; one named ``scores``
-or ``aggregate`` is replaced by the selection's own. ``scores`` has the judges that scored the
-pair, in the file's model order (a judge with an error record on it is absent);
+:data:`producer.curation.results.JUDGE_KEYS`), taken from the pair's first record; one named
+``scores`` or ``aggregate`` is replaced by the selection's own. ``scores`` has the judges that
+scored the pair, in the file's model order (a judge with an error record on it is absent);
 ``aggregate.agg`` is the canonical name (``min`` for ``all``) and ``aggregate.value`` the
 number compared with K. A pair that occurs twice in the input and passes twice is written
 twice, so the curated file keeps the scores that justify every pair in it.
@@ -42,15 +42,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from producer.stats import (
-    SCORES,
-    JudgeRecord,
-    group_pairs,
-    mean,
-    median,
-    models_in_order,
-    parse_record,
-)
+from producer.curation.results import SCORES, JudgeRecord, parse_record
+from producer.curation.stats import group_pairs, mean, median, models_in_order
 from workers.errors import InputError
 
 AGGREGATES: dict[str, Callable[[Sequence[int]], float]] = {
@@ -218,7 +211,7 @@ def run_select(
     The pairs go to ``output`` (stdout for None or ``-``); the threshold table and notes go to
     ``console`` (stderr). Returns 0 when done, 2 on bad input.
     """
-    from producer.report import load_results
+    from producer.curation.results import load_results
 
     console = console or Console(stderr=True)
     try:

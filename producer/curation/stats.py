@@ -1,6 +1,7 @@
 """Statistics over a results file: per-judge summaries and agreement between judges.
 
-Pure functions over :class:`JudgeRecord` values (no I/O, no scipy/sklearn at runtime).
+Pure functions over :class:`~producer.curation.results.JudgeRecord` values (no I/O, no
+scipy/sklearn at runtime).
 
 Identity of a pair: the same (instruction, generation) can appear several times in the
 input, and each occurrence is scored separately. The n-th record of a given
@@ -22,122 +23,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from types import MappingProxyType
 from typing import Any, Literal
 
-from producer.inputs import json_type_name
-from workers.errors import InputError
+from producer.curation.results import NO_FIELDS, SCORES, JudgeRecord, error_kind
 
-SCORES = (1, 2, 3, 4, 5)
-REQUIRED_KEYS = ("reasoning", "score", "instruction", "generation", "model")
-# What one judge said about a pair. Every other key of a record (``id``, ``source``, ...) is a
-# field of the pair's input, carried through by ``ibt score``; keys starting with ``_`` are
-# internal and dropped.
-JUDGE_KEYS = frozenset(
-    {"reasoning", "score", "model", "error", "raw", "input_tokens", "output_tokens"}
-)
-NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 Weights = Literal["quadratic", "linear"] | None
 Prices = Mapping[str, tuple[float, float]]
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class JudgeRecord:
-    """One (pair, model) result: a score 1..5, or an error (``score`` None, ``error`` set)."""
-
-    instruction: str
-    generation: str
-    model: str
-    score: int | None
-    error: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    line: int | None = None
-    # The pair's other input fields, in record order (not hashed: a mapping has no hash).
-    fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS, hash=False)
-
-    @property
-    def error_kind(self) -> str | None:
-        return None if self.score is not None else error_kind(self.error)
-
-
-def error_kind(error: str | None) -> str:
-    """The kind of an error string: the text before its first colon (``rate_limit: ...``)."""
-    if not error or not error.strip():
-        return "unknown"
-    kind = error.split(":", 1)[0].strip()
-    return kind or "unknown"
-
-
-def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeRecord:
-    """Validate one record of a results file; errors name ``source``, ``line`` and field."""
-    if not isinstance(raw, Mapping):
-        raise InputError(
-            f"expected a JSON object, got {json_type_name(raw)}", source=source, line=line
-        )
-    for key in REQUIRED_KEYS:
-        if key not in raw:
-            raise InputError("missing", source=source, line=line, field=key)
-    for key in ("instruction", "generation", "model"):
-        if not isinstance(raw[key], str):
-            raise InputError(
-                f"must be a string, got {json_type_name(raw[key])}",
-                source=source,
-                line=line,
-                field=key,
-            )
-    if not raw["model"].strip():
-        raise InputError("must not be empty", source=source, line=line, field="model")
-    score = _parse_score(raw["score"], source=source, line=line)
-    error = raw.get("error") if score is None else None  # a scored record has no error
-    tokens = [_parse_tokens(raw, key, source=source, line=line) for key in _TOKEN_KEYS]
-    fields = {
-        key: value
-        for key, value in raw.items()
-        if key not in JUDGE_KEYS
-        and key not in ("instruction", "generation")
-        and not str(key).startswith("_")
-    }
-    return JudgeRecord(
-        instruction=raw["instruction"],
-        generation=raw["generation"],
-        model=raw["model"],
-        score=score,
-        error=error if isinstance(error, str) else None,
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        line=line,
-        fields=fields or NO_FIELDS,  # most files have none: share one empty mapping
-    )
-
-
-_TOKEN_KEYS = ("input_tokens", "output_tokens")
-
-
-def _parse_score(value: Any, *, source: str, line: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip() in ("1", "2", "3", "4", "5"):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value in SCORES:
-        return value
-    raise InputError(
-        f'must be "1".."5" or null, got {value!r}', source=source, line=line, field="score"
-    )
-
-
-def _parse_tokens(raw: Mapping[str, Any], key: str, *, source: str, line: int | None) -> int:
-    value = raw.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(
-            f"must be a non-negative integer, got {value!r}", source=source, line=line, field=key
-        )
-    return value
 
 
 # --------------------------------------------------------------------------- pairs

@@ -1,8 +1,6 @@
 """``ibt report``: read a results file, summarise each judge and how far the judges agree.
 
-The results file is what ``ibt score`` writes: a JSON array or JSON Lines (detected from the
-content, so the extension does not matter; ``-`` reads stdin). Records are validated as they
-are read; a bad one raises :class:`InputError` naming the file, the line and the field.
+The results file is what ``ibt score`` writes (see :mod:`producer.curation.results`).
 
 The report is the command's output, so it goes to stdout (as text, or one JSON object with
 ``--json``); errors and notes such as ``wrote plots/...`` go to stderr and never mix into it.
@@ -14,30 +12,28 @@ import json
 import math
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from producer.output import summary_path
-from producer.stats import (
-    SCORES,
+from producer.curation.results import SCORES, JudgeRecord, load_results
+from producer.curation.stats import (
     Agreement,
     Consensus,
-    JudgeRecord,
     ModelStats,
     group_pairs,
     model_stats,
     models_in_order,
     pairwise_agreement,
-    parse_record,
 )
-from producer.stats import consensus as compute_consensus
+from producer.curation.stats import consensus as compute_consensus
+from producer.output import summary_path
 from workers.errors import ConfigError, InputError
 from workers.models import SIMULATED
 
@@ -47,127 +43,6 @@ HEATMAP_PNG = "agreement_heatmap.png"
 # A redirected report has no terminal to measure: a fixed width keeps the combined judges
 # table on one line per judge and makes the file the same wherever it was written.
 REDIRECTED_WIDTH = 120
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_results(path: str) -> list[JudgeRecord]:
-    """Every record of a results file (JSON array or JSON Lines; ``-`` for stdin).
-
-    JSON Lines are read one line at a time; an array is read whole first, so a syntax error
-    anywhere in it is reported before any record error (as ``json.load`` would).
-    """
-    source = "<stdin>" if path == "-" else path
-    try:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    # The same texts come back once per judge: keep one copy of each.
-    texts: dict[str, str] = {}
-    records = []
-    try:
-        for line, raw in _read_items(stream, source):
-            if isinstance(raw, dict):
-                for key in ("instruction", "generation"):
-                    value = raw.get(key)
-                    if isinstance(value, str):
-                        raw[key] = texts.setdefault(value, value)
-            records.append(parse_record(raw, source=source, line=line))
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    if not records:
-        raise InputError("no records", source=source)
-    return records
-
-
-def _decode(data: bytes, source: str, line: int) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line += data.count(b"\n", 0, exc.start)
-        raise InputError("not UTF-8 text", source=source, line=line) from exc
-
-
-def _read_items(stream: BinaryIO, source: str) -> Iterator[tuple[int, Any]]:
-    """(line, value) for each record: JSON Lines, or the elements of a JSON array."""
-    leading = b""  # blank lines before the first value
-    first = True
-    for number, data in enumerate(stream, start=1):
-        if number == 1 and data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        if not data.strip():
-            leading += data if first else b""
-            continue
-        if first and data.lstrip().startswith(b"["):
-            text = _decode(leading + data + stream.read(), source, 1)
-            yield from list(_json_array(text, source))  # syntax errors first
-            return
-        first = False
-        yield number, _json_line(_decode(data, source, number), source, number)
-
-
-def _json_line(text: str, source: str, number: int) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"invalid JSON ({exc.msg}, column {exc.colno}); expected a JSON array "
-            "or one JSON object per line",
-            source=source,
-            line=number,
-        ) from exc
-
-
-_WS = " \t\r\n"
-
-
-def _json_array(text: str, source: str) -> Iterator[tuple[int, Any]]:
-    """The elements of a top-level JSON array, each with the line it starts on."""
-    decoder = json.JSONDecoder()
-    line, counted = 1, 0
-
-    def line_at(pos: int) -> int:
-        nonlocal line, counted
-        line += text.count("\n", counted, pos)
-        counted = pos
-        return line
-
-    def skip(pos: int) -> int:
-        while pos < len(text) and text[pos] in _WS:
-            pos += 1
-        return pos
-
-    def fail(pos: int, message: str) -> InputError:
-        return InputError(f"invalid JSON ({message})", source=source, line=line_at(pos))
-
-    pos = skip(0) + 1  # past "["
-    pos = skip(pos)
-    if pos < len(text) and text[pos] == "]":
-        pos = skip(pos + 1)
-    else:
-        while True:
-            start = pos
-            try:
-                value, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"invalid JSON ({exc.msg}, column {exc.colno})", source=source, line=exc.lineno
-                ) from exc
-            yield line_at(start), value
-            pos = skip(pos)
-            if pos < len(text) and text[pos] == ",":
-                pos = skip(pos + 1)
-                continue
-            if pos < len(text) and text[pos] == "]":
-                pos = skip(pos + 1)
-                break
-            raise fail(pos, "expected ',' or ']'" if pos < len(text) else "unterminated array")
-    if pos < len(text):
-        raise fail(pos, "extra data after the array")
 
 
 def load_prices(path: str) -> dict[str, tuple[float, float]]:
