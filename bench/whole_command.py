@@ -2,6 +2,7 @@
 
     uv run python -m bench.whole_command                      # every case, 3 runs each
     uv run python -m bench.whole_command --cases 1x1 4000x2 --runs 5
+    uv run python -m bench.whole_command --ibt /tmp/before/.venv/bin/ibt   # another build
 
 Each case is P pairs x M models against one simulator (latency 0.2 s, shared by both sides
 of the case). Ours is the command a user types, ``ibt score pairs.jsonl -m ... -o out``, on
@@ -33,7 +34,7 @@ from producer.simulator_process import SimulatorProcess
 
 CASES = {"1x1": (1, MODELS[:1]), "1x2": (1, MODELS), "1000x2": (1000, MODELS)}
 CASES["4000x2"] = (4000, MODELS)
-IBT = str(Path(sys.executable).with_name("ibt"))
+IBT = [str(Path(sys.executable).with_name("ibt"))]
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -74,7 +75,7 @@ def run_case(name: str, runs: int, latency: float, work: Path) -> dict[str, floa
                 ANTHROPIC_BASE_URL=sim.anthropic_base_url,
             )
             out = work / f"ours-{name}-{n}.json"
-            argv = [IBT, "score", str(source), "-o", str(out), "-q", "--no-cache"]
+            argv = [*IBT, "score", str(source), "-o", str(out), "-q", "--no-cache"]
             for model in models:
                 argv += ["-m", model]
             wall, cpu = timed(argv, env)
@@ -108,7 +109,7 @@ def simulated_cold_start(runs: int, work: Path) -> list[float]:
     for n in range(runs):
         env = child_env(IBT_HOME=str(work / f"home-sim-{n}"), IBT_BROKER_URL=None)
         out = work / f"sim-{n}.json"
-        argv = [IBT, "score", str(source), "-m", "simulated-openai", "-o", str(out), "-q"]
+        argv = [*IBT, "score", str(source), "-m", "simulated-openai", "-o", str(out), "-q"]
         walls.append(timed(argv, env)[0])
         check(out, 1)
     return walls
@@ -119,9 +120,12 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--ibt", help="the ibt executable to time (default: this build's)")
     args = parser.parse_args()
+    if args.ibt:
+        IBT[:] = [args.ibt]
     work = Path(tempfile.mkdtemp(prefix="ibt-bench-whole-"))
-    print(f"latency {args.latency} s, C = 64 per model, median of {args.runs} runs\n")
+    print(f"{IBT[0]}: latency {args.latency} s, C = 64 per model, median of {args.runs} runs\n")
     header = "| case | calls | ibt score s | peer s | throughput ratio | ibt CPU ms/call | "
     print(header + "peer CPU ms/call | CPU ratio | ibt runs | peer runs |")
     print("|---|---|---|---|---|---|---|---|---|---|")

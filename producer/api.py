@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +30,8 @@ class Session:
     app: Celery
     embedded: bool
     check_alive: Callable[[], None] | None = None
+    # The workers go on after this job: a cluster's, or a reused embedded stack's.
+    workers_stay: bool = False
 
 
 def resolve_models(names: Sequence[str]) -> list[ModelSpec]:
@@ -51,30 +53,31 @@ def embedded_session(*, workers_per_model: int = 1) -> Iterator[None]:
     """Inside this block every ``score_pairs`` and ``ParallelExecutor.run`` call reuses one
     embedded stack (Valkey, simulator, workers) instead of starting one per call (~2 s
     each). Workers for a model start on the first call that needs it and stay until the
-    block ends; the stack then stops as after a single call, leaving no process behind.
+    block ends; the stack then stops as after a single call, leaving no process behind. A
+    call that is interrupted or fails cancels its job, so the workers left running do not
+    go on spending for it.
 
     Has no effect when ``IBT_BROKER_URL`` is set: calls then submit to that cluster.
     """
-    from workers.app import create_app
-
     global _reused
     if get_settings().broker_url:
         yield
         return
-    with _reused_lock:
-        if _reused is not None:
-            raise RuntimeError("embedded_session() is already open in this process")
-        stack = LocalStack([], workers_per_model=workers_per_model)
-        stack.__enter__()
-        _reused = _Reused(stack=stack, app=create_app(stack.broker_url))
-    try:
-        yield
-    finally:
+    from workers.app import create_app
+
+    with contextlib.ExitStack() as resources:
         with _reused_lock:
-            current, _reused = _reused, None
-        if current is not None:
-            current.app.pool.force_close_all()
-            current.stack.__exit__(*sys.exc_info())
+            if _reused is not None:
+                raise RuntimeError("embedded_session() is already open in this process")
+            stack = resources.enter_context(LocalStack([], workers_per_model=workers_per_model))
+            app = create_app(stack.broker_url)
+            resources.callback(app.pool.force_close_all)
+            _reused = _Reused(stack=stack, app=app)
+        try:
+            yield
+        finally:
+            with _reused_lock:
+                _reused = None
 
 
 @contextmanager
@@ -97,7 +100,13 @@ def session(specs: Sequence[ModelSpec], *, workers_per_model: int = 1) -> Iterat
         if reused is not None:
             reused.stack.serve(specs)
     if reused is not None:
-        yield Session(app=reused.app, embedded=True, check_alive=reused.stack.check_alive)
+        models = [spec.name for spec in specs]
+        yield Session(
+            app=reused.app,
+            embedded=True,
+            check_alive=lambda: reused.stack.check_alive(models),
+            workers_stay=True,
+        )
         return
     with LocalStack(specs, workers_per_model=workers_per_model) as stack:
         from workers.app import create_app
@@ -143,9 +152,17 @@ def score_pairs(
     check_budget(specs, max_cost)
     with session(specs) as current:
         job = jobs.submit(current.app, checked, specs, max_cost=max_cost, batch=batch)
-        return jobs.wait(
-            current.app, job, on_progress=on_progress, check_alive=current.check_alive
-        ).results  # read while the (maybe embedded) broker is still up
+        try:
+            return jobs.wait(
+                current.app, job, on_progress=on_progress, check_alive=current.check_alive
+            ).results  # read while the (maybe embedded) broker is still up
+        except BaseException:
+            # Nobody waits for this job any more: nothing may go on spending for it. (If
+            # the broker is gone too, the original error is the one to see.)
+            with contextlib.suppress(Exception):
+                workers_stay = current.workers_stay or not current.embedded
+                jobs.cancel(current.app, job, specs, workers_stay=workers_stay)
+            raise
 
 
 def _extra(pair: Pair) -> dict[str, Any]:

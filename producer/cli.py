@@ -149,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-collect", action="store_true", help="do not serve the callback queue")
     worker.add_argument("--collect-only", action="store_true", help="serve only the callback queue")
     worker.add_argument("--hostname", help="Celery node name (default MODEL@HOST)")
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--loglevel",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    )
     worker.add_argument(
         "--events",
         action="store_true",

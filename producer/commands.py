@@ -178,7 +178,7 @@ def _run(  # type: ignore[no-untyped-def]
                     current.app, job, on_progress=on_progress, check_alive=current.check_alive
                 )
         except KeyboardInterrupt:
-            _cancel_quietly(client, job, current.app, specs, embedded=current.embedded)
+            _cancel_quietly(job, current.app, specs, embedded=current.embedded)
             _say_interrupted(job, client, embedded=current.embedded, command=command)
             raise
         # Inside the session: the records stream from the (maybe embedded) broker.
@@ -201,24 +201,14 @@ def _run(  # type: ignore[no-untyped-def]
     return outcome.SYSTEMIC_EXIT if failures else outcome.OK
 
 
-def _cancel_quietly(client, job: str, app, specs, *, embedded: bool) -> None:  # type: ignore[no-untyped-def]
-    """Ctrl-C on a command the user waits on cancels its job: nothing goes on spending.
-
-    Open provider batches are cancelled too: by the cluster's workers, woken now, or here
-    for the embedded stack, whose workers stop with this command.
-    """
+def _cancel_quietly(job: str, app, specs, *, embedded: bool) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C on a command the user waits on cancels its job: nothing goes on spending."""
+    from producer import job as jobs
     from producer.connection import describe
     from producer.progress import console
-    from workers import cancellation
-    from workers.batch.buffering import wake
-    from workers.batch.cancel import cancel_open_batches
 
     try:
-        cancellation.request_cancel(client, job, get_settings().result_expires)
-        if embedded:
-            cancel_open_batches(client, job, specs)
-        else:
-            wake(app, client, job, [spec.name for spec in specs])
+        jobs.cancel(app, job, specs, workers_stay=not embedded)
     except Exception as exc:  # the broker may be going down with us; say so, don't hide it
         console.print(f"[red]could not cancel job {job}: {describe(exc)}[/]", highlight=False)
 

@@ -201,6 +201,23 @@ def wait(
         time.sleep(poll_delay(time.monotonic() - started, poll_interval))
 
 
+def cancel(app: Celery, job: str, specs: Sequence[ModelSpec], *, workers_stay: bool) -> None:
+    """Stop ``job``'s spending: its queued items become ``cancelled`` records, and its open
+    provider batches are cancelled, by its workers woken now when they go on running
+    (``workers_stay``: a cluster, a reused embedded stack), or from here when they stop with
+    this process."""
+    from workers import cancellation
+    from workers.batch.buffering import wake
+    from workers.batch.cancel import cancel_open_batches
+
+    client = jobstate.client_for_url(app.conf.result_backend)
+    cancellation.request_cancel(client, job, get_settings().result_expires)
+    if workers_stay:
+        wake(app, client, job, [spec.name for spec in specs])
+    else:
+        cancel_open_batches(client, job, specs)
+
+
 def poll_delay(elapsed: float, longest: float) -> float:
     """A young job is polled often (a one-pair job ends within a second or two, and a fixed
     0.5 s poll added up to half a second to it); an old one every ``longest`` seconds. The

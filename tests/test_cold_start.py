@@ -13,8 +13,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from producer import job as jobs
 from producer.inputs import Pair
@@ -23,6 +25,7 @@ from producer.local import ValkeyProcess, worker_argv
 from producer.processes import child_env, spawn
 from producer.simulator_process import SimulatorProcess
 from tests.conftest import OPENAI_MODEL, TEST_KEY, Cluster
+from workers import cancellation
 from workers.models import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +115,10 @@ def test_a_young_job_is_polled_often_an_old_one_at_the_interval() -> None:
     assert poll_delay(30.0, 0.5) == pytest.approx(0.5)
 
 
+class GaveUp(Exception):
+    """Raised from a progress callback, as a caller giving up on a job would."""
+
+
 def _children() -> set[int]:
     """PIDs of this process's live children (from /proc)."""
     mine = str(os.getpid())
@@ -133,7 +140,7 @@ def test_embedded_session_reuses_one_stack_and_leaves_nothing(
 ) -> None:
     """Three calls in one ``embedded_session`` start Valkey, the simulator and a worker
     once; a call with a second model adds that model's worker; nothing is left after."""
-    from producer import ParallelExecutor, embedded_session, score_pairs
+    from producer import ParallelExecutor, api, embedded_session, score_pairs
     from producer.simulator import simulated_score
     from workers.settings import get_settings
 
@@ -154,9 +161,27 @@ def test_embedded_session_reuses_one_stack_and_leaves_nothing(
         third = asyncio.run(executor.run())
         grown = _children() - before
         assert stack < grown and len(grown) == 4, grown  # + the Anthropic model's worker
+        # The Anthropic worker was started from asyncio.to_thread's thread, long gone: it
+        # must still be there for a second run (a child dies with the thread that spawned it
+        # unless the stack spawns from a thread of its own).
+        fourth = asyncio.run(executor.run())
+        assert _children() - before == grown
+        # A call that fails while its job runs cancels the job: the workers stay up, and
+        # must not go on spending for a job nobody waits for.
+        jobs_seen: list[str] = []
+
+        def give_up(snapshot: Any) -> None:
+            jobs_seen.append(snapshot.job)
+            raise GaveUp
+
+        many = [{"instruction": f"many {i}", "generation": "a"} for i in range(200)]
+        with pytest.raises(GaveUp):
+            score_pairs(many, ["simulated-openai"], on_progress=give_up)
+        client = redis.Redis.from_url(api._reused.stack.broker_url)  # type: ignore[union-attr]
+        assert cancellation.is_cancelled(client, jobs_seen[0])
     assert _children() - before == set(), "processes left after the session"
     assert again < 2.0, f"a call on the running stack took {again:.2f} s"
-    for record in [*first, *second, *third]:
+    for record in [*first, *second, *third, *fourth]:
         assert record["score"] == str(
             simulated_score(record["model"], record["instruction"], record["generation"])
         )
