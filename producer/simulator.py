@@ -57,6 +57,32 @@ ERROR_TYPES = {
 }
 
 
+# Model ids served as OpenAI serves its reasoning models: temperature and max_tokens are
+# refused with HTTP 400, and hidden reasoning tokens (by reasoning_effort, or the pair's
+# ``<<sim:reasoning=N>>``) are spent out of max_completion_tokens before the visible reply;
+# a budget they exhaust leaves the reply empty with finish_reason "length", billed all the same.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_TOKENS = {"low": 256, "medium": 1024, "high": 3072}
+REASONING_EFFORTS = ("minimal", *REASONING_TOKENS)
+# Anthropic extended thinking: tokens of thinking written (at most budget_tokens, or the
+# pair's ``<<sim:thinking=N>>``) before the text, billed as output.
+THINKING_TOKENS = 1200
+MIN_THINKING_BUDGET = 1024
+# Request fields the log keeps, so tests see what each model family was sent.
+LOGGED_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "thinking",
+    "tool_choice",
+)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.startswith(REASONING_PREFIXES)
+
+
 def simulated_score(model: str, instruction: str, generation: str) -> int:
     """The score the simulated judge gives: a stable hash, so tests can predict it."""
     digest = hashlib.sha256(f"{model}\n{instruction}\n{generation}".encode()).hexdigest()
@@ -313,10 +339,11 @@ class Simulator:
         )
 
     def unsupported(self, call: Call) -> Verdict | None:
-        """The 400 a provider without structured output gives to a structured request."""
+        """The 400 a provider without structured output gives to a structured request, or
+        the one a request with parameters its model family refuses gets."""
         if call.structured and not self.state.knobs.structured:
             return call.error(400, "structured output is not supported (simulated)")
-        return None
+        return refused_params(call)
 
     def judge(self, call: Call, *, now: float, batch_fault: float = 0.0) -> Verdict:
         """The answer to one request: a directive or fault-knob error, or the judge's reply.
@@ -373,6 +400,21 @@ class Simulator:
             content = (
                 json.dumps({"reasoning": reasoning, "score": score}) if call.structured else reply
             )
+            hidden = hidden_reasoning(call)
+            budget = call.body.get("max_completion_tokens")
+            finish = "stop"
+            if isinstance(budget, int) and hidden + out_tokens > budget:
+                # Cut off at the budget: hidden reasoning first, then what is left of the text.
+                finish, hidden = "length", min(hidden, budget)
+                content = content[: (budget - hidden) * 4]
+                out_tokens = budget - hidden
+            usage: dict[str, Any] = {
+                "prompt_tokens": in_tokens,
+                "completion_tokens": hidden + out_tokens,
+                "total_tokens": in_tokens + hidden + out_tokens,
+            }
+            if is_reasoning_model(model):
+                usage["completion_tokens_details"] = {"reasoning_tokens": hidden}
             body: dict[str, Any] = {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
                 "object": "chat.completion",
@@ -382,15 +424,11 @@ class Simulator:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                         "logprobs": None,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": in_tokens,
-                    "completion_tokens": out_tokens,
-                    "total_tokens": in_tokens + out_tokens,
-                },
+                "usage": usage,
             }
             return Verdict(200, body, {}, latency)
         if call.structured:
@@ -406,6 +444,10 @@ class Simulator:
         else:
             blocks = [{"type": "text", "text": reply}]
             stop_reason = "end_turn"
+        thinking = thinking_budget(call.body)
+        usage = {"input_tokens": in_tokens, "output_tokens": out_tokens}
+        if thinking is not None:
+            blocks, stop_reason, usage = with_thinking(call, blocks, stop_reason, usage, score)
         body = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -414,7 +456,7 @@ class Simulator:
             "content": blocks,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+            "usage": usage,
         }
         return Verdict(200, body, {}, latency)
 
@@ -440,6 +482,7 @@ class Simulator:
             return _error(protocol, 401, "invalid api key (simulated)", {})
 
         entry["structured"] = call.structured
+        entry["params"] = {k: call.body[k] for k in LOGGED_PARAMS if k in call.body}
         refused = self.unsupported(call)
         if refused is not None:
             finish(refused.status)
@@ -469,6 +512,7 @@ class Simulator:
             await asyncio.sleep(verdict.latency)
         finish(200)
         entry["in"], entry["out"] = usage_of(verdict.body)
+        entry["reasoning"] = reasoning_of(verdict.body)
         self.state.pay("sync", call.key)
         return web.json_response(verdict.body)
 
@@ -480,6 +524,113 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int]:
         int(used.get("prompt_tokens", used.get("input_tokens", 0))),
         int(used.get("completion_tokens", used.get("output_tokens", 0))),
     )
+
+
+def reasoning_of(body: dict[str, Any]) -> int:
+    """Hidden reasoning tokens a reply bills (inside its output tokens), in either format."""
+    used = body.get("usage") or {}
+    details = used.get("completion_tokens_details") or used.get("output_tokens_details") or {}
+    return int(details.get("reasoning_tokens", details.get("thinking_tokens", 0)))
+
+
+def refused_params(call: Call) -> Verdict | None:
+    """The 400 each provider gives to parameters the model's family does not take."""
+    body = call.body
+    if call.protocol == "openai":
+        effort = body.get("reasoning_effort")
+        if not is_reasoning_model(call.model):
+            if effort is not None:
+                return _unsupported(call, "reasoning_effort")
+            return None
+        for name in ("temperature", "max_tokens"):
+            if name in body:
+                return _unsupported(call, name)
+        if effort is not None and effort not in REASONING_EFFORTS:
+            return call.error(400, f"Invalid value: '{effort}' for 'reasoning_effort'.")
+        return None
+    budget = thinking_budget(body)
+    if budget is None:
+        return None
+    if budget < MIN_THINKING_BUDGET:
+        return call.error(
+            400,
+            "thinking.enabled.budget_tokens: Input should be greater than or equal to "
+            f"{MIN_THINKING_BUDGET}",
+        )
+    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] <= budget:
+        return call.error(400, "`max_tokens` must be greater than `thinking.budget_tokens`.")
+    if body.get("temperature", 1) != 1:
+        return call.error(400, "`temperature` may only be set to 1 when thinking is enabled.")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("tool", "any"):
+        return call.error(400, "Thinking may not be enabled when tool_choice forces tool use.")
+    return None
+
+
+def _unsupported(call: Call, name: str) -> Verdict:
+    """OpenAI's answer to a parameter the model does not take."""
+    hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+    body = error_body(
+        "openai", 400, f"Unsupported parameter: '{name}' is not supported with this model.{hint}"
+    )
+    body["error"].update(param=name, code="unsupported_parameter")
+    return Verdict(400, body)
+
+
+def hidden_reasoning(call: Call) -> int:
+    """Reasoning tokens an OpenAI reasoning model spends before its reply (0 for others)."""
+    if not is_reasoning_model(call.model):
+        return 0
+    if "reasoning" in call.directives:
+        return int(call.directives["reasoning"])
+    effort = call.body.get("reasoning_effort") or "medium"
+    return REASONING_TOKENS.get(effort, 0)
+
+
+def thinking_budget(body: dict[str, Any]) -> int | None:
+    """budget_tokens of an Anthropic request with extended thinking enabled, else None."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    return budget if isinstance(budget, int) else 0
+
+
+def with_thinking(
+    call: Call,
+    blocks: list[dict[str, Any]],
+    stop_reason: str,
+    usage: dict[str, Any],
+    score: int | str,
+) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    """An Anthropic reply with extended thinking: a thinking block first, holding a draft
+    with a different score (only the text is the verdict), billed as output tokens; text
+    that does not fit in max_tokens after it is cut, as Anthropic stops at max_tokens."""
+    budget = thinking_budget(call.body) or 0
+    used = min(int(call.directives.get("thinking", THINKING_TOKENS)), budget)
+    draft = (score % 5) + 1 if isinstance(score, int) else 1
+    thought = {
+        "type": "thinking",
+        "thinking": f"Simulated thinking. First impression of the answer, Score: {draft}. "
+        "Let me reconsider before giving the verdict.",
+        "signature": f"sim-{uuid.uuid4().hex[:16]}",
+    }
+    room = int(call.body.get("max_tokens", 0)) - used
+    visible = usage["output_tokens"]
+    if visible > room:
+        stop_reason = "max_tokens"
+        visible = max(0, room)
+        blocks = [
+            {**b, "text": b["text"][: visible * 4]}
+            for b in blocks
+            if b["type"] == "text" and visible
+        ]
+    usage = {
+        **usage,
+        "output_tokens": used + visible,
+        "output_tokens_details": {"thinking_tokens": used},
+    }
+    return [thought, *blocks], stop_reason, usage
 
 
 def parse_args(argv: list[str] | None) -> tuple[str, int, Knobs]:

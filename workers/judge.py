@@ -14,6 +14,9 @@ from workers.providers import Completion, client_for
 from workers.records import ScoreRequest, error_record, ok_record, unparseable_record
 from workers.settings import get_settings
 
+# The error kind of a reply that hidden reasoning left empty even after its retry.
+REASONING_BUDGET = "reasoning_budget"
+
 
 def unjudgeable(request: ScoreRequest, spec: ModelSpec) -> dict[str, Any] | None:
     """The error record of an item not worth a provider call (empty text, longer than the
@@ -47,29 +50,72 @@ def judge(request: ScoreRequest, spec: ModelSpec) -> dict[str, Any]:
         return refused
     prompt = prompt_of(request)
     try:
-        completion = client_for(spec).complete(prompt)
+        completion = ask(spec, prompt)
     except ProviderError as exc:
         # Compatible servers vary: one that refuses a JSON schema / forced tool call is asked
         # again in text mode when the model says so, instead of failing every item.
         if not (spec.structured and exc.status == 400 and spec.structured_fallback == "text"):
             raise
-        completion = client_for(replace(spec, structured=False)).complete(prompt)
+        completion = ask(replace(spec, structured=False), prompt)
     return verdict_record(request, spec, completion, batch=False)
+
+
+def ask(spec: ModelSpec, prompt: str) -> Completion:
+    """One call; a reasoning model's reply left empty because hidden reasoning used the whole
+    budget is asked once more with ``spec.retry_max_tokens``. The returned usage counts both
+    calls: the empty one was billed too."""
+    client = client_for(spec)
+    completion = client.complete(prompt)
+    if not (spec.reasons and completion.reasoned_away):
+        return completion
+    return client.complete(prompt, max_tokens=spec.retry_max_tokens).after(completion)
 
 
 def verdict_record(
     request: ScoreRequest, spec: ModelSpec, completion: Completion, *, batch: bool
 ) -> dict[str, Any]:
-    """The record of a judge's reply (synchronous or from a batch), with its usage and cost."""
+    """The record of a judge's reply (synchronous or from a batch), with its usage and cost.
+
+    A reasoning model's reply still empty after the retry (``ask``; a batch request has
+    none) is an error of its own kind, ``reasoning_budget``: not an unparseable reply.
+    """
+    record = _record_of(request, spec, completion, batch=batch)
+    tokens = [completion.input_tokens, completion.output_tokens]
+    record["_tokens"] = tokens
+    record["_cost"] = cost_nano(spec, tokens[0], tokens[1], batch=batch)
+    return record
+
+
+def _record_of(
+    request: ScoreRequest, spec: ModelSpec, completion: Completion, *, batch: bool
+) -> dict[str, Any]:
+    if spec.reasons and completion.reasoned_away:
+        return reasoning_budget_record(request, spec, completion, batch=batch)
     if completion.structured is not None:
         verdict = parse_structured(completion.structured)
     else:
         verdict = parse_reply(completion.text)
     if isinstance(verdict, Unparseable):
-        record = unparseable_record(request, verdict)
+        return unparseable_record(request, verdict)
+    return ok_record(request, verdict)
+
+
+def reasoning_budget_record(
+    request: ScoreRequest, spec: ModelSpec, completion: Completion, *, batch: bool
+) -> dict[str, Any]:
+    """The error record of a reply that hidden reasoning left empty: says what was tried
+    and which models-file field gives it room."""
+    if batch:
+        tried = f"a batch request with max_tokens={spec.max_tokens} (batches are not retried)"
+        fix = "max_tokens"
     else:
-        record = ok_record(request, verdict)
-    tokens = [completion.input_tokens, completion.output_tokens]
-    record["_tokens"] = tokens
-    record["_cost"] = cost_nano(spec, tokens[0], tokens[1], batch=batch)
-    return record
+        tried = f"max_tokens={spec.max_tokens}, then {spec.retry_max_tokens} on retry"
+        fix = "reasoning_retry_max_tokens"
+    lower = "reasoning_effort" if spec.provider == "openai" else "thinking_budget"
+    return error_record(
+        request,
+        f"{REASONING_BUDGET}: no verdict: the model spent its whole completion budget on "
+        f"hidden reasoning ({tried}; {completion.reasoning_tokens} reasoning tokens billed); "
+        f"raise {fix} or lower {lower} in the models file",
+        kind=REASONING_BUDGET,
+    )

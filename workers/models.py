@@ -17,6 +17,19 @@ PROVIDERS = ("openai", "anthropic")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 DEFAULT_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
 OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-")
+# OpenAI's reasoning families: they refuse temperature and max_tokens (max_completion_tokens
+# instead) and spend part of that budget on hidden reasoning. ``reasoning`` in a models file
+# overrides the name (a compatible server's reasoning model, a gpt-5 chat variant).
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_EFFORTS = ("low", "medium", "high")
+# A reasoning model whose whole completion budget went on hidden reasoning is asked once more
+# with this much (unless the models file says reasoning_retry_max_tokens): at least
+# REASONING_RETRY_MIN tokens, and RETRY_FACTOR times the first budget.
+REASONING_RETRY_FACTOR = 4
+REASONING_RETRY_MIN = 8192
+# Anthropic's floor for thinking.budget_tokens.
+MIN_THINKING_BUDGET = 1024
+DEFAULT_MAX_TOKENS = 512
 ANTHROPIC_PREFIXES = ("claude-",)
 QUEUE_PREFIX = "ibt.model."
 COLLECT_QUEUE = "ibt.collect"
@@ -59,7 +72,7 @@ class ModelSpec:
     timeout: float = 60.0
     max_retries: int = 6
     temperature: float | None = None
-    max_tokens: int = 512
+    max_tokens: int = DEFAULT_MAX_TOKENS
     max_input_chars: int = 200_000
     rpm: int | None = None
     tpm: int | None = None
@@ -89,6 +102,33 @@ class ModelSpec:
     # Items a batch failed transiently: "batch" retries them in a later batch, "online"
     # sends them as synchronous calls.
     batch_fallback: str = "batch"
+    # Reasoning models (see ``reasons``): None means decided by the model id's family.
+    reasoning: bool | None = None
+    # OpenAI reasoning models: "low" | "medium" | "high"; None sends none (the API's default).
+    reasoning_effort: str | None = None
+    # The completion budget of the one retry of a reply left empty by hidden reasoning
+    # (None: see ``retry_max_tokens``).
+    reasoning_retry_max_tokens: int | None = None
+    # Anthropic extended thinking: budget_tokens sent as thinking={"type": "enabled", ...}.
+    thinking_budget: int | None = None
+
+    @property
+    def reasons(self) -> bool:
+        """Whether the model spends hidden reasoning tokens out of its completion budget:
+        OpenAI's reasoning families, or Claude with extended thinking. One place decides
+        which parameters a request carries and whether an empty reply is retried."""
+        if self.provider == "anthropic":
+            return self.thinking_budget is not None
+        if self.reasoning is not None:
+            return self.reasoning
+        return self.model.startswith(REASONING_PREFIXES)
+
+    @property
+    def retry_max_tokens(self) -> int:
+        """The larger budget of the one retry after a reply empty from reasoning."""
+        if self.reasoning_retry_max_tokens is not None:
+            return self.reasoning_retry_max_tokens
+        return max(REASONING_RETRY_FACTOR * self.max_tokens, REASONING_RETRY_MIN)
 
     @property
     def queue(self) -> str:
@@ -133,6 +173,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "batch_flush_seconds": (int, float),
     "batch_poll_seconds": (int, float),
     "batch_fallback": (str,),
+    "reasoning": (bool,),
+    "reasoning_effort": (str,),
+    "reasoning_retry_max_tokens": (int,),
+    "thinking_budget": (int,),
 }
 _POSITIVE = {
     "concurrency",
@@ -145,6 +189,8 @@ _POSITIVE = {
     "batch_max_requests",
     "batch_flush_seconds",
     "batch_poll_seconds",
+    "reasoning_retry_max_tokens",
+    "thinking_budget",
 }
 _NON_NEGATIVE = {"max_retries", "input_price_per_mtok", "output_price_per_mtok", "max_cost"}
 _SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
@@ -400,6 +446,48 @@ def _spec_from_table(
         raise error("batch_fallback", "must be 'batch' or 'online'")
     if provider not in PROVIDERS:
         raise error("provider", f"'{provider}' is not one of {', '.join(PROVIDERS)}")
+    if "thinking_budget" in values and "max_tokens" not in values:
+        # Anthropic counts thinking inside max_tokens: leave the usual room for the verdict.
+        values["max_tokens"] = values["thinking_budget"] + DEFAULT_MAX_TOKENS
     spec = ModelSpec(name=name, provider=provider, model=values.pop("model", name))
     assert set(values) <= _SPEC_FIELDS
-    return replace(spec, **values)
+    spec = replace(spec, **values)
+    problem = _reasoning_problem(spec)
+    if problem is not None:
+        raise error(*problem)
+    return spec
+
+
+def _reasoning_problem(spec: ModelSpec) -> tuple[str, str] | None:
+    """(field, message) of a reasoning setting the model's provider would refuse, or None."""
+    if spec.provider == "anthropic":
+        for key in ("reasoning", "reasoning_effort"):
+            if getattr(spec, key) is not None:
+                return key, "OpenAI reasoning models only; for Claude set thinking_budget"
+    elif spec.thinking_budget is not None:
+        return "thinking_budget", "Anthropic models only; for OpenAI set reasoning_effort"
+    effort = spec.reasoning_effort
+    if effort is not None and effort not in REASONING_EFFORTS:
+        return "reasoning_effort", f"must be one of {', '.join(REASONING_EFFORTS)}, got '{effort}'"
+    if effort is not None and not spec.reasons:
+        return (
+            "reasoning_effort",
+            f"model '{spec.model}' is not a reasoning model ({', '.join(REASONING_PREFIXES)}); "
+            "set reasoning = true if it is one",
+        )
+    budget = spec.thinking_budget
+    if budget is not None and budget < MIN_THINKING_BUDGET:
+        return "thinking_budget", f"must be at least {MIN_THINKING_BUDGET} (Anthropic's minimum)"
+    if budget is not None and spec.max_tokens <= budget:
+        return (
+            "max_tokens",
+            f"must exceed thinking_budget ({budget}): Anthropic counts thinking inside max_tokens",
+        )
+    if spec.reasons and spec.temperature is not None:
+        return "temperature", "reasoning models and extended thinking refuse temperature; remove it"
+    retry = spec.reasoning_retry_max_tokens
+    if retry is not None and not spec.reasons:
+        return "reasoning_retry_max_tokens", "only reasoning models are asked again"
+    if retry is not None and retry <= spec.max_tokens:
+        return "reasoning_retry_max_tokens", f"must exceed max_tokens ({spec.max_tokens})"
+    return None

@@ -76,7 +76,13 @@ def max_input_tokens(spec: ModelSpec, prompt: str, *, structured: bool) -> int:
 
 
 def worst_case_nano(spec: ModelSpec, prompt: str, *, structured: bool, batch: bool) -> int:
-    """The most one call with ``prompt`` can cost: every byte a token, ``max_tokens`` out."""
-    return cost_nano(
-        spec, max_input_tokens(spec, prompt, structured=structured), spec.max_tokens, batch=batch
-    )
+    """The most one item with ``prompt`` can cost: every byte a token, ``max_tokens`` out.
+
+    A reasoning model's synchronous item may take two calls, both billed: the first, left
+    empty by hidden reasoning, and its retry with ``retry_max_tokens`` (workers/judge.ask).
+    A batch request is never retried.
+    """
+    tokens_in = max_input_tokens(spec, prompt, structured=structured)
+    if spec.reasons and not batch:
+        return cost_nano(spec, 2 * tokens_in, spec.max_tokens + spec.retry_max_tokens, batch=batch)
+    return cost_nano(spec, tokens_in, spec.max_tokens, batch=batch)

@@ -7,7 +7,7 @@ clients are thread-safe), so connections are pooled across tasks.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.errors import ProviderError
@@ -20,17 +20,39 @@ if TYPE_CHECKING:  # the SDKs' HTTP library, imported with them when a client is
 
 @dataclass(frozen=True)
 class Completion:
-    """What a judge said: free text, or the object of a structured reply, plus token usage."""
+    """What a judge said: free text, or the object of a structured reply, plus token usage.
+
+    ``output_tokens`` is what the provider bills as output, hidden reasoning included
+    (``reasoning_tokens`` of them); ``truncated`` means the reply stopped at its token budget.
+    """
 
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
     structured: dict[str, Any] | None = None
+    truncated: bool = False
+    reasoning_tokens: int = 0
+
+    @property
+    def reasoned_away(self) -> bool:
+        """The whole budget went on hidden reasoning: cut off before any visible answer."""
+        return self.truncated and not self.text.strip() and self.structured is None
+
+    def after(self, earlier: Completion) -> Completion:
+        """This reply with the usage of an ``earlier`` call for the same item added: both
+        were billed."""
+        return replace(
+            self,
+            input_tokens=earlier.input_tokens + self.input_tokens,
+            output_tokens=earlier.output_tokens + self.output_tokens,
+            reasoning_tokens=earlier.reasoning_tokens + self.reasoning_tokens,
+        )
 
 
 class JudgeClient(Protocol):
-    def complete(self, prompt: str) -> Completion:
-        """Send one prompt; raise ProviderError (classified) on any failure."""
+    def complete(self, prompt: str, *, max_tokens: int | None = None) -> Completion:
+        """Send one prompt (with ``max_tokens`` instead of the spec's, if given); raise
+        ProviderError (classified) on any failure."""
         ...
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import openai
@@ -14,7 +15,6 @@ from workers.providers import Completion, pool_limits
 from workers.providers.classify import connection_error, from_status, timeout_error
 from workers.verdict_schema import VERDICT_SCHEMA
 
-REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 T = TypeVar("T")
 
 
@@ -31,8 +31,9 @@ class OpenAIJudge:
             http_client=openai.DefaultHttpxClient(limits=pool_limits(spec)),
         )
 
-    def complete(self, prompt: str) -> Completion:
-        body = request_body(self.spec, prompt)
+    def complete(self, prompt: str, *, max_tokens: int | None = None) -> Completion:
+        spec = self.spec if max_tokens is None else replace(self.spec, max_tokens=max_tokens)
+        body = request_body(spec, prompt)
         response = call(lambda: self.client.chat.completions.create(**body))
         return completion_of(self.spec, response)
 
@@ -52,18 +53,24 @@ def call(operation: Callable[[], T]) -> T:
 
 
 def request_body(spec: ModelSpec, prompt: str) -> dict[str, Any]:
-    """The Chat Completions body for ``prompt``: sent as is, or as a Batch API line's body."""
+    """The Chat Completions body for ``prompt``: sent as is, or as a Batch API line's body.
+
+    Only what the model's family accepts: reasoning models (``ModelSpec.reasons``) refuse
+    ``max_tokens`` and ``temperature`` with HTTP 400, and take ``max_completion_tokens`` and
+    ``reasoning_effort``; compatible servers may not know the new names.
+    """
     body: dict[str, Any] = {
         "model": spec.model,
         "messages": [{"role": "user", "content": prompt}],
     }
-    # OpenAI's reasoning models refuse max_tokens; compatible servers may not know the new name.
-    if spec.model.startswith(REASONING_PREFIXES):
+    if spec.reasons:
         body["max_completion_tokens"] = spec.max_tokens
+        if spec.reasoning_effort is not None:
+            body["reasoning_effort"] = spec.reasoning_effort
     else:
         body["max_tokens"] = spec.max_tokens
-    if spec.temperature is not None:
-        body["temperature"] = spec.temperature
+        if spec.temperature is not None:
+            body["temperature"] = spec.temperature
     if spec.structured:
         body["response_format"] = {
             "type": "json_schema",
@@ -74,8 +81,10 @@ def request_body(spec: ModelSpec, prompt: str) -> dict[str, Any]:
 
 def completion_of(spec: ModelSpec, response: ChatCompletion) -> Completion:
     """What the judge said in a chat completion (a reply, or a batch line's body)."""
-    text = (response.choices[0].message.content or "") if response.choices else ""
+    choice = response.choices[0] if response.choices else None
+    text = (choice.message.content or "") if choice else ""
     usage = response.usage
+    details = usage.completion_tokens_details if usage else None
     structured = None
     if spec.structured:
         try:
@@ -86,6 +95,9 @@ def completion_of(spec: ModelSpec, response: ChatCompletion) -> Completion:
     return Completion(
         text=text,
         input_tokens=usage.prompt_tokens if usage else 0,
+        # Reasoning tokens are billed as output and already inside completion_tokens.
         output_tokens=usage.completion_tokens if usage else 0,
         structured=structured,
+        truncated=choice is not None and choice.finish_reason == "length",
+        reasoning_tokens=(details.reasoning_tokens or 0) if details else 0,
     )
