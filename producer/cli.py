@@ -173,11 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the report as one JSON object (same numbers, unrounded) instead of tables",
     )
+    report.add_argument(
+        "--gold",
+        metavar="GOLD",
+        help="human scores ({instruction, generation, score} rows; JSON, JSON Lines or "
+        "Parquet) to calibrate each judge against",
+    )
     report.set_defaults(func="report")
 
     select = sub.add_parser("select", help="keep the pairs the judges scored high enough")
     select.add_argument("results", help="a .json or .jsonl written by ibt score")
-    select.add_argument("--min-score", type=int, required=True, choices=range(1, 6))
+    chosen = select.add_mutually_exclusive_group()
+    chosen.add_argument("--min-score", type=int, choices=range(1, 6))
+    chosen.add_argument(
+        "--disagreement",
+        type=int,
+        metavar="D",
+        choices=range(1, 5),
+        help="instead: write the pairs whose judges' scores differ by D or more, with every "
+        "judge's score and reasoning, for review",
+    )
+    select.add_argument("--gold", metavar="GOLD", help="human scores to measure precision on")
+    select.add_argument(
+        "--target-precision",
+        type=float,
+        metavar="P",
+        help="with --gold: recommend the smallest K whose precision on the gold pairs is >= P "
+        "(0..1), and select at it unless --min-score is given",
+    )
     select.add_argument(
         "--agg",
         choices=["mean", "median", "min", "all"],

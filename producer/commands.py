@@ -465,14 +465,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     from producer.curation.report import run_report
 
     return run_report(
-        args.results, args.png, args.prices or get_settings().models_file, as_json=args.json
+        args.results,
+        args.png,
+        args.prices or get_settings().models_file,
+        as_json=args.json,
+        gold=args.gold,
     )
 
 
 def cmd_select(args: argparse.Namespace) -> int:
     from producer.curation.select import run_select
 
-    return run_select(args.results, min_score=args.min_score, agg=args.agg, output=args.output)
+    return run_select(
+        args.results,
+        min_score=args.min_score,
+        agg=args.agg,
+        output=args.output,
+        gold=args.gold,
+        target_precision=args.target_precision,
+        disagreement=args.disagreement,
+    )
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

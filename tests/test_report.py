@@ -32,6 +32,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from producer.cli import main
+from producer.curation.plots import LENGTH_PNG
 from producer.curation.report import (
     HEATMAP_PNG,
     HISTOGRAM_PNG,
@@ -188,7 +189,7 @@ def test_one_judge_has_no_agreement_section(tmp_path: Path) -> None:
     assert report.models == [A] and report.agreements == []
     text = render(report)
     assert "Agreement" not in text and "1 judge," in text
-    assert write_plots(report, tmp_path) == [tmp_path / HISTOGRAM_PNG]
+    assert write_plots(report, tmp_path) == [tmp_path / HISTOGRAM_PNG, tmp_path / LENGTH_PNG]
     assert (tmp_path / HISTOGRAM_PNG).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -197,7 +198,7 @@ def test_plots_are_valid_pngs(tmp_path: Path) -> None:
 
     out = tmp_path / "plots"
     paths = write_plots(build_report(THREE), out)
-    assert paths == [out / HISTOGRAM_PNG, out / HEATMAP_PNG]
+    assert paths == [out / HISTOGRAM_PNG, out / HEATMAP_PNG, out / LENGTH_PNG]
     for path in paths:
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -287,6 +288,10 @@ def test_json_report_has_the_text_report_numbers(capsys: pytest.CaptureFixture[s
         "usage_source",
         "agreement",
         "consensus",
+        "krippendorff_alpha",
+        "incomplete_pairs",
+        "length_bias",
+        "calibration",
     ]
     header = (
         f"{data['source']}: {data['records']} records, {data['pairs']} pairs, "
@@ -376,15 +381,21 @@ def test_bad_files_name_file_line_and_field(
     assert f"{path}:{line}" in err
 
 
+GOOD = json.dumps(
+    {"reasoning": "r", "score": "4", "instruction": "i", "generation": "g", "model": "m"}
+).encode()
+
+
 @pytest.mark.parametrize(
     ("content", "line", "message"),
     [
         (b"", None, "no records"),
         (b"[]", None, "no records"),
-        (b"[\n  {}\n  {}\n]", 3, "expected ',' or ']'"),
+        # streamed: a bad record is reported as soon as it is read, so these are valid ones
+        (b"[\n  " + GOOD + b"\n  " + GOOD + b"\n]", 3, "expected ',' or ']'"),
         (b"[\n  1\n]", 2, "expected a JSON object, got number"),
         (b'[\n {"a": 1', 2, "invalid JSON"),
-        (b"[{}", 1, "unterminated"),
+        (b"[" + GOOD, 1, "unterminated"),
         (b"[]\n[]", 2, "extra data"),
         (b"\n\n\xff\n", 3, "not UTF-8"),
         (b'{"score": "5"}\n', 1, "missing"),

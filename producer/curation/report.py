@@ -12,27 +12,25 @@ import json
 import math
 import sys
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 from rich.text import Text
 
-from producer.curation.results import SCORES, JudgeRecord, load_results
-from producer.curation.stats import (
-    Agreement,
-    Consensus,
-    ModelStats,
-    group_pairs,
-    model_stats,
-    models_in_order,
-    pairwise_agreement,
-)
-from producer.curation.stats import consensus as compute_consensus
+from producer.curation.bias import LengthBias, Lengths, bias_json, token_counter
+from producer.curation.gold import CalibrationResult, Gold, fit_json, load_gold
+from producer.curation.results import SCORES, JudgeRecord, iter_records
+from producer.curation.stats import Agreement, Consensus, Level, ModelStats
+from producer.curation.summary import Summary
+from producer.curation.text import fits as _fits
+from producer.curation.text import label as _label
+from producer.curation.text import num as _num
+from producer.curation.text import pct as _pct
+from producer.curation.text import plural as _plural
+from producer.curation.text import table as _table
 from producer.output import summary_path
 from workers.errors import ConfigError, InputError
 from workers.models import SIMULATED
@@ -108,6 +106,11 @@ class Report:
     consensus: Consensus
     # The run summary the tokens and cost came from (see with_run_usage), if any.
     usage_source: str | None = None
+    # Krippendorff's alpha across all judges, by level of measurement.
+    alpha: dict[str, float | None] = field(default_factory=dict)
+    incomplete_pairs: int = 0  # pairs without a record from every judge
+    length_bias: list[LengthBias] = field(default_factory=list)
+    calibration: CalibrationResult | None = None
 
     @property
     def error_records(self) -> int:
@@ -126,14 +129,27 @@ class Report:
         return None
 
 
+ALPHA_LEVELS: tuple[Level, ...] = ("interval", "ordinal")
+
+
 def build_report(
     path: str,
     prices: dict[str, tuple[float, float]] | None = None,
     warn: Callable[[str], None] | None = None,
+    *,
+    gold: str | None = None,
+    tokens: bool = True,
 ) -> Report:
-    records = load_results(path)
+    """The report of the results file ``path``, read once, as a stream.
+
+    ``gold``: a file of human scores to calibrate the judges against (see
+    :mod:`producer.curation.gold`). ``tokens``: also measure lengths in o200k_base tokens.
+    """
     source = "<stdin>" if path == "-" else path
-    report = report_from_records(records, source=source, prices=prices)
+    loaded = load_gold(gold) if gold else None
+    report = report_from_records(
+        iter_records(path), source=source, prices=prices, gold=loaded, tokens=tokens
+    )
     return report if path == "-" else with_run_usage(report, path, warn or (lambda _: None))
 
 
@@ -178,37 +194,41 @@ def with_run_usage(report: Report, path: str, warn: Callable[[str], None]) -> Re
 
 
 def report_from_records(
-    records: list[JudgeRecord],
+    records: Iterable[JudgeRecord],
     *,
     source: str = "<python>",
     prices: dict[str, tuple[float, float]] | None = None,
+    gold: Gold | None = None,
+    tokens: bool = True,
 ) -> Report:
-    models = models_in_order(records)
-    pairs = group_pairs(records)
+    """The report of a stream of records (pair, then model, as ``ibt score`` writes them)."""
+    from producer.curation.select import AGGREGATES
+
+    summary = Summary(
+        gold=gold,
+        aggregates=dict(AGGREGATES),
+        lengths=Lengths(token_counter() if tokens else None),
+    )
+    summary.feed(records)
+    models = summary.models
     return Report(
         source=source,
-        records=len(records),
-        pairs=len(pairs),
+        records=summary.records,
+        pairs=summary.pairs,
         models=models,
-        per_model=model_stats(records, prices),
-        agreements=pairwise_agreement(pairs, models),
-        consensus=compute_consensus(pairs, models),
+        per_model=summary.model_stats(prices),
+        agreements=summary.agreements(),
+        consensus=summary.consensus(),
+        alpha={level: summary.coincidence.alpha(level) for level in ALPHA_LEVELS}
+        if len(models) >= 2
+        else {},
+        incomplete_pairs=summary.incomplete,
+        length_bias=summary.lengths.result(models),
+        calibration=None if summary.calibration is None else summary.calibration.result(models),
     )
 
 
 # --------------------------------------------------------------------------- printing
-
-
-def _label(model: str) -> str:
-    return f"{model} [bold yellow](SIMULATED)[/]" if model in SIMULATED else model
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0%}" if value in (0, 1) else f"{value:.1%}"
 
 
 def format_cost(value: float | None) -> str:
@@ -219,28 +239,18 @@ def format_cost(value: float | None) -> str:
     return f"${value:.2g}" if value < 0.01 else f"${value:.4f}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def _fits(console: Console, table: Table) -> bool:
-    natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
-    return natural <= console.width
-
-
-def _table(*columns: str, left: int = 1) -> Table:
-    """A table whose first ``left`` columns are names and the rest right-aligned numbers."""
-    table = Table()
-    for i, column in enumerate(columns):
-        if i < left:
-            table.add_column(column, overflow="fold")
-        else:
-            table.add_column(column, justify="right", no_wrap=True)
-    return table
-
-
 def print_report(report: Report, console: Console) -> None:
     """The report as rich tables; a table too wide for the console is split in narrower ones."""
+    from producer.curation import views
+
+    _print_judges(report, console)
+    views.print_reliability(report, console)
+    views.print_length_bias(report.length_bias, console)
+    if report.calibration is not None:
+        views.print_calibration(report.calibration, console)
+
+
+def _print_judges(report: Report, console: Console) -> None:
     judges = len(report.models)
     console.print(
         f"[bold]{report.source}[/]: {_plural(report.records, 'record')}, "
@@ -353,12 +363,19 @@ def print_report(report: Report, console: Console) -> None:
 
 
 def write_plots(report: Report, directory: Path) -> list[Path]:
-    """``score_histogram.png`` and, with two judges or more, ``agreement_heatmap.png``."""
+    """``score_histogram.png``, ``score_by_length.png``, with two judges or more
+    ``agreement_heatmap.png``, and with a gold file ``gold_heatmap.png``."""
+    from producer.curation import plots
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [_plot_histogram(report, directory / HISTOGRAM_PNG)]
     if len(report.models) >= 2:
         paths.append(_plot_heatmap(report, directory / HEATMAP_PNG))
+    if report.length_bias:
+        paths.append(plots.length_plot(report.length_bias, directory / plots.LENGTH_PNG))
+    if report.calibration is not None:
+        paths.append(plots.gold_heatmap(report.calibration, directory / plots.GOLD_PNG))
     return paths
 
 
@@ -497,8 +514,20 @@ def report_json(report: Report) -> dict[str, Any]:
       empty with a single judge.
     - ``consensus``: ``judges``, ``pairs``, ``all_scored`` (pairs every judge scored),
       ``all_agree`` (of those, the pairs every judge gave the same score), ``agree_share``.
+    - ``krippendorff_alpha``: ``{"interval": a, "ordinal": a}`` across all judges (``{}``
+      with one judge); ``incomplete_pairs``: pairs without a record from every judge.
+    - ``length_bias``: per judge and unit (``chars``, ``tokens``): ``model``, ``unit``,
+      ``records``, ``pearson``, ``spearman``, ``quintiles`` (``low``, ``high``, ``records``,
+      ``mean_score``; a bin holds lengths in (low, high], the first includes ``low``).
+    - ``calibration`` (``null`` without ``--gold``): ``source``, ``gold_rows``,
+      ``matched_rows``, ``unmatched_rows``, ``matched_pairs``, and ``judges`` and
+      ``aggregates``, one object each with ``name``, ``pairs``, ``exact``,
+      ``kappa_quadratic``, ``kappa_linear``, ``spearman``, ``mean_offset`` (judge - human),
+      ``confusion`` (5x5, rows judge 1..5, columns human 1..5) and ``thresholds`` (per K:
+      ``k``, ``kept``, ``relevant``, ``hits``, ``precision``, ``recall``).
     """
     c = report.consensus
+    cal = report.calibration
     return {
         "source": report.source,
         "records": report.records,
@@ -548,6 +577,20 @@ def report_json(report: Report) -> dict[str, Any]:
             "all_agree": c.all_agree,
             "agree_share": c.agree_share,
         },
+        "krippendorff_alpha": report.alpha,
+        "incomplete_pairs": report.incomplete_pairs,
+        "length_bias": [bias_json(entry) for entry in report.length_bias],
+        "calibration": None
+        if cal is None
+        else {
+            "source": cal.source,
+            "gold_rows": cal.gold_rows,
+            "matched_rows": cal.matched_rows,
+            "unmatched_rows": cal.unmatched_rows,
+            "matched_pairs": cal.matched_pairs,
+            "judges": [fit_json(entry) for entry in cal.judges],
+            "aggregates": [fit_json(entry) for entry in cal.aggregates],
+        },
     }
 
 
@@ -569,19 +612,21 @@ def run_report(
     prices_file: str | None = None,
     *,
     as_json: bool = False,
+    gold: str | None = None,
     out: Console | None = None,
     err: Console | None = None,
 ) -> int:
     """Print the report of ``path`` on stdout (and write plots to ``png_dir``).
 
-    ``as_json`` prints :func:`report_json` instead of the tables. Errors and notes go to
-    ``err`` (stderr). Returns 0 when done, 2 on bad input.
+    ``as_json`` prints :func:`report_json` instead of the tables; ``gold`` adds the
+    calibration against that file of human scores. Errors and notes go to ``err`` (stderr).
+    Returns 0 when done, 2 on bad input.
     """
     err = err or Console(stderr=True)
     try:
         prices = load_prices(prices_file) if prices_file else None
         report = build_report(
-            path, prices, warn=lambda text: err.print(f"note: {text}", highlight=False)
+            path, prices, warn=lambda text: err.print(f"note: {text}", highlight=False), gold=gold
         )
     except InputError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)

@@ -3,13 +3,19 @@
 A results file is a JSON array or JSON Lines (detected from the content, so the extension
 does not matter; ``-`` reads stdin). Records are validated as they are read; a bad one raises
 :class:`InputError` naming the file, the line and the field.
+
+Both forms are streamed (a JSON array in 1 MiB chunks), so a file of 10^7 records never
+has 10^7 records in memory: :func:`iter_records` yields them one at a time and
+:func:`iter_pairs` groups the consecutive records of each pair, the order ``ibt score``
+writes (pair, then model).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, BinaryIO
@@ -43,6 +49,7 @@ class JudgeRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     line: int | None = None
+    reasoning: str | None = None
     # The pair's other input fields, in record order (not hashed: a mapping has no hash).
     fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS, hash=False)
 
@@ -97,6 +104,7 @@ def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeReco
         input_tokens=tokens[0],
         output_tokens=tokens[1],
         line=line,
+        reasoning=raw["reasoning"] if isinstance(raw["reasoning"], str) else None,
         fields=fields or NO_FIELDS,  # most files have none: share one empty mapping
     )
 
@@ -129,37 +137,37 @@ def _parse_tokens(raw: Mapping[str, Any], key: str, *, source: str, line: int | 
 
 # --------------------------------------------------------------------------- loading
 
+CHUNK = 1 << 20
 
-def load_results(path: str) -> list[JudgeRecord]:
-    """Every record of a results file (JSON array or JSON Lines; ``-`` for stdin).
 
-    JSON Lines are read one line at a time; an array is read whole first, so a syntax error
-    anywhere in it is reported before any record error (as ``json.load`` would).
+def iter_records(path: str) -> Iterator[JudgeRecord]:
+    """The records of a results file, one at a time (``-`` reads stdin).
+
+    Raises :class:`InputError` at the first bad record or syntax error, and when the file has
+    no record at all.
     """
     source = "<stdin>" if path == "-" else path
     try:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    # The same texts come back once per judge: keep one copy of each.
-    texts: dict[str, str] = {}
-    records = []
+    empty = True
     try:
-        for line, raw in _read_items(stream, source):
-            if isinstance(raw, dict):
-                for key in ("instruction", "generation"):
-                    value = raw.get(key)
-                    if isinstance(value, str):
-                        raw[key] = texts.setdefault(value, value)
-            records.append(parse_record(raw, source=source, line=line))
+        for line, raw in read_items(stream, source):
+            empty = False
+            yield parse_record(raw, source=source, line=line)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    if not records:
+    if empty:
         raise InputError("no records", source=source)
-    return records
+
+
+def load_results(path: str) -> list[JudgeRecord]:
+    """Every record of a results file, in a list: for small files and tests."""
+    return list(iter_records(path))
 
 
 def _decode(data: bytes, source: str, line: int) -> str:
@@ -170,7 +178,7 @@ def _decode(data: bytes, source: str, line: int) -> str:
         raise InputError("not UTF-8 text", source=source, line=line) from exc
 
 
-def _read_items(stream: BinaryIO, source: str) -> Iterator[tuple[int, Any]]:
+def read_items(stream: BinaryIO, source: str) -> Iterator[tuple[int, Any]]:
     """(line, value) for each record: JSON Lines, or the elements of a JSON array."""
     leading = b""  # blank lines before the first value
     first = True
@@ -181,11 +189,29 @@ def _read_items(stream: BinaryIO, source: str) -> Iterator[tuple[int, Any]]:
             leading += data if first else b""
             continue
         if first and data.lstrip().startswith(b"["):
-            text = _decode(leading + data + stream.read(), source, 1)
-            yield from list(_json_array(text, source))  # syntax errors first
+            yield from _json_array(_chunks(leading + data, stream, source), source)
             return
         first = False
         yield number, _json_line(_decode(data, source, number), source, number)
+
+
+def _chunks(head: bytes, stream: BinaryIO, source: str) -> Iterator[str]:
+    """The rest of ``stream`` as text, in chunks (a multi-byte character may span reads)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    data = head
+    while True:
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            line += data.count(b"\n", 0, exc.start)
+            raise InputError("not UTF-8 text", source=source, line=line) from exc
+        line += data.count(b"\n")
+        if text:
+            yield text
+        if not data:
+            return
+        data = stream.read(CHUNK)
 
 
 def _json_line(text: str, source: str, number: int) -> Any:
@@ -203,46 +229,143 @@ def _json_line(text: str, source: str, number: int) -> Any:
 _WS = " \t\r\n"
 
 
-def _json_array(text: str, source: str) -> Iterator[tuple[int, Any]]:
-    """The elements of a top-level JSON array, each with the line it starts on."""
+class _Text:
+    """A window on streamed text: the chunks from the current element on, and its line."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self.chunks = chunks
+        self.text = ""
+        self.line = 1  # the line at text[counted]
+        self.counted = 0
+        self.more = True
+
+    def line_at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.counted, pos)
+        self.counted = pos
+        return self.line
+
+    def fill(self, keep: int) -> int:
+        """Append the next chunk, dropping the text before ``keep``; returns how far positions
+        moved (-1 at the end of the stream)."""
+        chunk = next(self.chunks, None) if self.more else None
+        if chunk is None:
+            self.more = False
+            return -1
+        self.line_at(keep)
+        self.text = self.text[keep:] + chunk
+        self.counted = 0
+        return keep
+
+    def skip(self, pos: int) -> int:
+        """The position of the next non-blank character (the text's end if none is left)."""
+        while True:
+            text = self.text
+            while pos < len(text) and text[pos] in _WS:
+                pos += 1
+            if pos < len(text):
+                return pos
+            moved = self.fill(pos)
+            if moved < 0:
+                return pos
+            pos -= moved
+
+
+def _json_array(chunks: Iterator[str], source: str) -> Iterator[tuple[int, Any]]:
+    """The elements of a top-level JSON array, each with the line it starts on.
+
+    Only the text from the current element on is held; an element cut by a chunk boundary is
+    decoded again once the next chunk is in.
+    """
     decoder = json.JSONDecoder()
-    line, counted = 1, 0
-
-    def line_at(pos: int) -> int:
-        nonlocal line, counted
-        line += text.count("\n", counted, pos)
-        counted = pos
-        return line
-
-    def skip(pos: int) -> int:
-        while pos < len(text) and text[pos] in _WS:
-            pos += 1
-        return pos
+    window = _Text(chunks)
 
     def fail(pos: int, message: str) -> InputError:
-        return InputError(f"invalid JSON ({message})", source=source, line=line_at(pos))
+        return InputError(f"invalid JSON ({message})", source=source, line=window.line_at(pos))
 
-    pos = skip(0) + 1  # past "["
-    pos = skip(pos)
-    if pos < len(text) and text[pos] == "]":
-        pos = skip(pos + 1)
+    pos = window.skip(0) + 1  # past "["
+    pos = window.skip(pos)
+    if pos < len(window.text) and window.text[pos] == "]":
+        pos = window.skip(pos + 1)
     else:
         while True:
-            start = pos
-            try:
-                value, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"invalid JSON ({exc.msg}, column {exc.colno})", source=source, line=exc.lineno
-                ) from exc
-            yield line_at(start), value
-            pos = skip(pos)
+            while True:
+                try:
+                    value, end = decoder.raw_decode(window.text, pos)
+                except json.JSONDecodeError as exc:
+                    moved = window.fill(pos)
+                    if moved >= 0:
+                        pos -= moved
+                        continue
+                    raise InputError(
+                        f"invalid JSON ({exc.msg}, column {exc.colno})",
+                        source=source,
+                        line=window.line_at(pos) + window.text.count("\n", pos, exc.pos),
+                    ) from exc
+                if end == len(window.text):  # a number may go on in the next chunk
+                    moved = window.fill(pos)
+                    if moved >= 0:
+                        pos -= moved
+                        continue
+                break
+            yield window.line_at(pos), value
+            pos = window.skip(end)
+            text = window.text
             if pos < len(text) and text[pos] == ",":
-                pos = skip(pos + 1)
+                pos = window.skip(pos + 1)
                 continue
             if pos < len(text) and text[pos] == "]":
-                pos = skip(pos + 1)
+                pos = window.skip(pos + 1)
                 break
             raise fail(pos, "expected ',' or ']'" if pos < len(text) else "unterminated array")
-    if pos < len(text):
+    if pos < len(window.text):
         raise fail(pos, "extra data after the array")
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@dataclass
+class PairResult:
+    """Every judge's outcome for one pair occurrence (``occurrence`` counts from 1)."""
+
+    instruction: str
+    generation: str
+    occurrence: int = 1
+    scores: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # model -> error kind
+    reasoning: dict[str, str | None] = field(default_factory=dict)  # model -> its reasoning
+    fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS)  # from its first record
+    records: int = 0
+
+    @property
+    def models(self) -> list[str]:
+        return [*self.scores, *self.errors]
+
+
+def iter_pairs(records: Iterable[JudgeRecord]) -> Iterator[PairResult]:
+    """Group consecutive records into pairs: the order ``ibt score`` writes.
+
+    A pair ends where the texts change or a model comes again (the same texts twice in a
+    row are two pairs, as in the input). ``occurrence`` is not tracked here (that needs
+    every text seen), so it stays 1.
+    """
+    pair: PairResult | None = None
+    for record in records:
+        if (
+            pair is None
+            or record.instruction != pair.instruction
+            or record.generation != pair.generation
+            or record.model in pair.scores
+            or record.model in pair.errors
+        ):
+            if pair is not None:
+                yield pair
+            pair = PairResult(record.instruction, record.generation, fields=record.fields)
+        pair.records += 1
+        if record.score is None:
+            pair.errors[record.model] = error_kind(record.error)
+        else:
+            pair.scores[record.model] = record.score
+        pair.reasoning[record.model] = record.reasoning
+    if pair is not None:
+        yield pair

@@ -26,6 +26,19 @@ scored the pair, in the file's model order (a judge with an error record on it i
 ``aggregate.agg`` is the canonical name (``min`` for ``all``) and ``aggregate.value`` the
 number compared with K. A pair that occurs twice in the input and passes twice is written
 twice, so the curated file keeps the scores that justify every pair in it.
+
+``--disagreement D`` writes instead the pairs whose judges' scores differ by at least D
+(highest minus lowest), for people to review, one row per pair::
+
+    {"instruction": ..., "generation": ..., <input fields>,
+     "scores": {"model-a": 5, "model-b": 2}, "reasoning": {"model-a": "...", "model-b": "..."},
+     "spread": 3}
+
+``--gold GOLD --target-precision P`` chooses K: the smallest K whose precision on the gold
+set's pairs (aggregate >= K against human >= K) reaches P (see :mod:`producer.curation.gold`).
+
+The input is streamed (records grouped as consecutive pairs) and the rows go to one writer
+call as an iterator, so no step holds the whole file.
 """
 
 from __future__ import annotations
@@ -34,16 +47,24 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from producer.curation.results import SCORES, JudgeRecord, parse_record
-from producer.curation.stats import group_pairs, mean, median, models_in_order
+from producer.curation.gold import Calibration, Threshold, load_gold, recommend
+from producer.curation.results import (
+    SCORES,
+    JudgeRecord,
+    PairResult,
+    iter_pairs,
+    iter_records,
+    parse_record,
+)
+from producer.curation.stats import mean, median
 from workers.errors import InputError
 
 AGGREGATES: dict[str, Callable[[Sequence[int]], float]] = {
@@ -59,25 +80,37 @@ RULES = {
 }
 # Keys the selection writes; an input field of the same name is replaced by them.
 SELECTION_KEYS = ("instruction", "generation", "scores", "aggregate")
+REVIEW_KEYS = ("instruction", "generation", "scores", "reasoning", "spread")
+Row = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The kept pairs and what a user needs to choose the threshold."""
+@dataclass(kw_only=True)
+class Counts:
+    """What a pass over the pairs saw; the counts grow as the rows are produced."""
 
-    kept: list[dict[str, Any]]  # see the module docstring for the shape; input order
+    models: list[str] = field(default_factory=list)
+    pairs: int = 0  # pair occurrences in the file
+    unscored_pairs: int = 0  # excluded: no judge scored them
+    pairs_with_errors: int = 0  # at least one error record (scored by others or not)
+    error_records: int = 0
+
+
+@dataclass(kw_only=True)
+class Selection(Counts):
+    """What a user needs to choose the threshold."""
+
     agg: str  # as given (``all`` stays ``all``)
     min_score: int
-    models: list[str]
-    pairs: int  # pair occurrences in the file
-    unscored_pairs: int  # excluded: no judge scored them
-    pairs_with_errors: int  # at least one error record (scored by others or not)
-    error_records: int
-    passed: dict[int, int]  # K -> pairs kept at threshold K, for K = 1..5
+    passed: dict[int, int] = field(default_factory=lambda: dict.fromkeys(SCORES, 0))
+    kept: list[Row] = field(default_factory=list)  # filled by :func:`select` only
 
     @property
     def scored_pairs(self) -> int:
         return self.pairs - self.unscored_pairs
+
+    @property
+    def kept_count(self) -> int:
+        return self.passed[self.min_score]
 
 
 def canonical(agg: str) -> str:
@@ -93,53 +126,108 @@ def check_options(min_score: int, agg: str) -> None:
         raise InputError(f"must be an integer from 1 to 5, got {min_score!r}", source="--min-score")
 
 
-def select(
-    records: Iterable[JudgeRecord | Mapping[str, Any]], *, min_score: int, agg: str
-) -> Selection:
-    """Keep the pairs whose aggregated score is at least ``min_score``.
+def _parsed(records: Iterable[JudgeRecord | Mapping[str, Any]]) -> Iterator[JudgeRecord]:
+    for i, record in enumerate(records, start=1):
+        if isinstance(record, JudgeRecord):
+            yield record
+        else:
+            yield parse_record(record, source="<python>", line=i)
 
-    ``records`` are :class:`JudgeRecord` values or result dicts as ``ibt score`` writes them.
+
+def _pairs(
+    records: Iterable[JudgeRecord | Mapping[str, Any]], counts: Counts
+) -> Iterator[PairResult]:
+    """The pairs of ``records``, counting models, pairs and error records into ``counts``."""
+    models: dict[str, None] = {}
+    for pair in iter_pairs(_parsed(records)):
+        for model in pair.models:
+            models.setdefault(model)
+        counts.models = list(models)
+        counts.pairs += 1
+        counts.error_records += len(pair.errors)
+        counts.pairs_with_errors += bool(pair.errors)
+        counts.unscored_pairs += not pair.scores
+        yield pair
+
+
+def _pair_fields(pair: PairResult, reserved: Sequence[str]) -> Row:
+    return {
+        "instruction": pair.instruction,
+        "generation": pair.generation,
+        **{k: v for k, v in pair.fields.items() if k not in reserved},
+    }
+
+
+def selected_rows(
+    records: Iterable[JudgeRecord | Mapping[str, Any]],
+    selection: Selection,
+    on_pair: Callable[[PairResult], None] | None = None,
+) -> Iterator[Row]:
+    """The kept pairs of ``records``, as they stream; ``selection``'s counts follow along.
+
+    ``on_pair`` sees every pair (the gold calibration rides on the same pass).
     """
-    check_options(min_score, agg)
-    parsed = [
-        r if isinstance(r, JudgeRecord) else parse_record(r, source="<python>", line=i)
-        for i, r in enumerate(records, start=1)
-    ]
-    name = canonical(agg)
+    check_options(selection.min_score, selection.agg)
+    name = canonical(selection.agg)
     aggregate = AGGREGATES[name]
-    models = models_in_order(parsed)
-    pairs = group_pairs(parsed)
-    kept: list[dict[str, Any]] = []
-    passed = dict.fromkeys(SCORES, 0)
-    unscored = 0
-    for pair in pairs:
+    for pair in _pairs(records, selection):
+        if on_pair is not None:
+            on_pair(pair)
         if not pair.scores:
-            unscored += 1
             continue
         value = aggregate(list(pair.scores.values()))
         for k in SCORES:
-            passed[k] += value >= k
-        if value >= min_score:
-            kept.append(
-                {
-                    "instruction": pair.instruction,
-                    "generation": pair.generation,
-                    **{k: v for k, v in pair.fields.items() if k not in SELECTION_KEYS},
-                    "scores": {m: pair.scores[m] for m in models if m in pair.scores},
-                    "aggregate": {"agg": name, "value": value},
-                }
-            )
-    return Selection(
-        kept=kept,
-        agg=agg,
-        min_score=min_score,
-        models=models,
-        pairs=len(pairs),
-        unscored_pairs=unscored,
-        pairs_with_errors=sum(bool(pair.errors) for pair in pairs),
-        error_records=sum(record.score is None for record in parsed),
-        passed=passed,
-    )
+            selection.passed[k] += value >= k
+        if value >= selection.min_score:
+            models = selection.models
+            yield {
+                **_pair_fields(pair, SELECTION_KEYS),
+                "scores": {m: pair.scores[m] for m in models if m in pair.scores},
+                "aggregate": {"agg": name, "value": value},
+            }
+
+
+def select(
+    records: Iterable[JudgeRecord | Mapping[str, Any]], *, min_score: int, agg: str
+) -> Selection:
+    """Keep the pairs whose aggregated score is at least ``min_score``, in a list.
+
+    ``records`` are :class:`JudgeRecord` values or result dicts as ``ibt score`` writes them.
+    For small data and the Python API; ``ibt select`` streams through :func:`selected_rows`.
+    """
+    selection = Selection(agg=agg, min_score=min_score)
+    selection.kept = list(selected_rows(records, selection))
+    return selection
+
+
+@dataclass(kw_only=True)
+class Review(Counts):
+    """Counts of a ``--disagreement`` pass."""
+
+    spread: int
+    compared: int = 0  # pairs at least two judges scored
+    written: int = 0
+
+
+def disagreement_rows(
+    records: Iterable[JudgeRecord | Mapping[str, Any]], review: Review
+) -> Iterator[Row]:
+    """The pairs whose judges' scores differ by at least ``review.spread``, with reasoning."""
+    for pair in _pairs(records, review):
+        if len(pair.scores) < 2:
+            continue
+        review.compared += 1
+        spread = max(pair.scores.values()) - min(pair.scores.values())
+        if spread < review.spread:
+            continue
+        review.written += 1
+        order = [m for m in review.models if m in pair.scores]
+        yield {
+            **_pair_fields(pair, REVIEW_KEYS),
+            "scores": {m: pair.scores[m] for m in order},
+            "reasoning": {m: pair.reasoning.get(m) for m in order},
+            "spread": spread,
+        }
 
 
 def print_selection(selection: Selection, console: Console) -> None:
@@ -171,61 +259,164 @@ def print_selection(selection: Selection, console: Console) -> None:
     )
 
 
-def write_pairs(pairs: Sequence[dict[str, Any]], output: str | None) -> None:
-    """JSON Lines, or a JSON array when ``output`` ends in ``.json``; stdout for None/``-``.
+def write_pairs(rows: Iterable[Row], output: str | None) -> int:
+    """Write ``rows`` as they come: JSON Lines, or a JSON array when ``output`` ends in
+    ``.json``; stdout for None/``-``. Returns how many rows were written.
 
-    Files are written to a temporary name and renamed, so a crash leaves no partial output.
+    Files are written to a temporary name and renamed, so a crash (or a bad record found
+    late in a streamed input) leaves no partial output.
     """
+    written = 0
     if output in (None, "-"):
-        for pair in pairs:
-            sys.stdout.write(json.dumps(pair, ensure_ascii=False) + "\n")
+        for row in rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
         sys.stdout.flush()
-        return
+        return written
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            if target.suffix.lower() == ".json":
-                json.dump(list(pairs), handle, ensure_ascii=False, indent=2)
-                handle.write("\n")
-            else:
-                for pair in pairs:
-                    handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+            array = target.suffix.lower() == ".json"
+            handle.write("[" if array else "")
+            for row in rows:
+                text = json.dumps(row, ensure_ascii=False, indent=2 if array else None)
+                if array:
+                    text = ("," if written else "") + "\n  " + text.replace("\n", "\n  ")
+                handle.write(text if array else text + "\n")
+                written += 1
+            handle.write(("\n]\n" if written else "]\n") if array else "")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return written
 
 
 def run_select(
     path: str,
     *,
-    min_score: int,
-    agg: str,
+    min_score: int | None,
+    agg: str = "mean",
     output: str | None,
+    gold: str | None = None,
+    target_precision: float | None = None,
+    disagreement: int | None = None,
     console: Console | None = None,
 ) -> int:
     """Select from the results file ``path`` and write the kept pairs with their scores.
 
     The pairs go to ``output`` (stdout for None or ``-``); the threshold table and notes go to
-    ``console`` (stderr). Returns 0 when done, 2 on bad input.
+    ``console`` (stderr). With ``disagreement`` the pairs whose judges differ by that much are
+    written instead. With ``gold`` and ``target_precision`` the K reaching that precision on
+    the gold pairs is recommended, and used when ``min_score`` is None (the file is then read
+    twice). Returns 0 when done, 1 when no K reaches the target precision, 2 on bad input.
     """
-    from producer.curation.results import load_results
-
     console = console or Console(stderr=True)
     try:
-        check_options(min_score, agg)
-        selection = select(load_results(path), min_score=min_score, agg=agg)
+        if disagreement is not None:
+            return _run_review(path, disagreement, output, console)
+        check_options(min_score or 1, agg)
+        if target_precision is not None and not 0 < target_precision <= 1:
+            raise InputError(
+                f"must be in (0, 1], got {target_precision}", source="--target-precision"
+            )
+        calibration = None
+        if gold:
+            calibration = Calibration(load_gold(gold), {canonical(agg): AGGREGATES[canonical(agg)]})
+        choice: Threshold | None = None
+        if min_score is None:
+            if calibration is None or target_precision is None:
+                raise InputError(
+                    "give --min-score, or --gold with --target-precision", source="ibt select"
+                )
+            if path == "-":
+                raise InputError("choosing K reads the file twice: give a file", source="<stdin>")
+            for pair in iter_pairs(iter_records(path)):
+                calibration.add(pair)
+            choice = _recommendation(calibration, agg, target_precision, console)
+            if choice is None:
+                return 1
+            min_score, calibration = choice.k, None
+        selection = Selection(agg=agg, min_score=min_score)
+        on_pair = calibration.add if calibration is not None else None
+        written = write_pairs(selected_rows(iter_records(path), selection, on_pair), output)
     except InputError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     print_selection(selection, console)
-    write_pairs(selection.kept, output)
+    if calibration is not None and target_precision is not None:
+        _recommendation(calibration, agg, target_precision, console)
+    elif calibration is not None:
+        _print_gold_thresholds(calibration, agg, console)
     if output not in (None, "-"):
         console.print(
-            f"wrote {len(selection.kept):,} of {selection.pairs:,} pairs to {output}",
+            f"wrote {written:,} of {selection.pairs:,} pairs to {output}",
             highlight=False,
             soft_wrap=True,  # a path is never broken across lines
         )
+    return 0
+
+
+def _recommendation(
+    calibration: Calibration, agg: str, target: float, console: Console
+) -> Threshold | None:
+    name = canonical(agg)
+    result = calibration.result([])
+    (entry,) = result.aggregates
+    _print_gold_thresholds(calibration, agg, console)
+    choice = recommend(entry.thresholds, target)
+    if choice is None:
+        console.print(
+            f"[bold red]no K reaches precision {target:.0%}[/] with --agg {agg} on the "
+            f"{entry.n:,} labelled pairs of {result.source}",
+            highlight=False,
+        )
+        return None
+    console.print(
+        f"[bold]recommended K = {choice.k}[/] (--agg {name}): precision "
+        f"{choice.precision:.1%} >= {target:.0%} on {entry.n:,} labelled pairs, keeping "
+        f"{choice.recall:.1%} of the pairs people rate >= {choice.k}"
+        if choice.recall is not None
+        else f"[bold]recommended K = {choice.k}[/]",
+        highlight=False,
+    )
+    return choice
+
+
+def _print_gold_thresholds(calibration: Calibration, agg: str, console: Console) -> None:
+    result = calibration.result([])
+    (entry,) = result.aggregates
+    table = Table()
+    for column in ("K", "kept", "precision", "recall"):
+        table.add_column(column, justify="right")
+    for t in entry.thresholds:
+        table.add_row(
+            str(t.k),
+            f"{t.kept:,}",
+            "—" if t.precision is None else f"{t.precision:.1%}",
+            "—" if t.recall is None else f"{t.recall:.1%}",
+        )
+    console.print(
+        f"[bold]On the gold pairs[/] ({result.matched_rows:,} of {result.gold_rows:,} rows of "
+        f"{result.source} matched): --agg {agg} >= K against human >= K",
+        highlight=False,
+    )
+    console.print(table)
+
+
+def _run_review(path: str, spread: int, output: str | None, console: Console) -> int:
+    if isinstance(spread, bool) or not isinstance(spread, int) or not 1 <= spread <= 4:
+        raise InputError(f"must be an integer from 1 to 4, got {spread!r}", source="--disagreement")
+    review = Review(spread=spread)
+    written = write_pairs(disagreement_rows(iter_records(path), review), output)
+    console.print(
+        f"{written:,} of {review.compared:,} pairs scored by 2 judges or more differ by "
+        f">= {spread} (of {review.pairs:,} pairs); each row has every judge's score and "
+        "reasoning",
+        highlight=False,
+    )
+    if output not in (None, "-"):
+        console.print(f"wrote {written:,} pairs to {output}", highlight=False, soft_wrap=True)
     return 0

@@ -314,3 +314,175 @@ def consensus(pairs: Sequence[PairResult], models: Sequence[str]) -> Consensus:
     return Consensus(
         models=len(models), pairs=len(pairs), all_scored=len(all_scored), all_agree=agree
     )
+
+
+# --------------------------------------------------------------------------- from counts
+# Streaming keeps counts, not records: ``cells`` maps (x, y) to how many records had that
+# pair of values. Every statistic below is exact from those counts (ranks included: a value's
+# average rank follows from how many records have smaller values and how many tie with it).
+
+Cells = Mapping[tuple[float, float], int]
+
+
+def cells_of(xs: Sequence[float], ys: Sequence[float]) -> Counter[tuple[float, float]]:
+    """The counts of aligned values (for tests and small data)."""
+    _check_lengths(xs, ys)
+    return Counter(zip(xs, ys, strict=True))
+
+
+def cells_n(cells: Cells) -> int:
+    return sum(cells.values())
+
+
+def cells_exact(cells: Cells) -> float | None:
+    """Share of records whose two values are equal."""
+    n = cells_n(cells)
+    return sum(c for (x, y), c in cells.items() if x == y) / n if n else None
+
+
+def cells_kappa(
+    cells: Cells, *, weights: Weights = "quadratic", categories: Sequence[int] = SCORES
+) -> float | None:
+    """Cohen's kappa from counts; equals :func:`cohen_kappa` on the records they count."""
+    n = cells_n(cells)
+    if n == 0:
+        return None
+    index = {category: i for i, category in enumerate(categories)}
+
+    def weight(i: int, j: int) -> int:
+        if weights == "quadratic":
+            return (i - j) ** 2
+        if weights == "linear":
+            return abs(i - j)
+        return int(i != j)
+
+    rows: Counter[int] = Counter()
+    cols: Counter[int] = Counter()
+    observed = 0
+    for (x, y), count in cells.items():
+        i, j = index[int(x)], index[int(y)]
+        rows[i] += count
+        cols[j] += count
+        observed += weight(i, j) * count
+    expected = sum(weight(i, j) * rows[i] * cols[j] for i in rows for j in cols)
+    if expected == 0:
+        return None
+    return 1.0 - observed * n / expected
+
+
+def rank_of(counts: Mapping[float, int]) -> dict[float, float]:
+    """Average rank (1-based) of each value, from how many records have each value."""
+    ranks: dict[float, float] = {}
+    below = 0
+    for value in sorted(counts):
+        count = counts[value]
+        ranks[value] = below + (count + 1) / 2
+        below += count
+    return ranks
+
+
+def cells_pearson(cells: Cells) -> float | None:
+    """Pearson correlation of the counted (x, y) values."""
+    n = cells_n(cells)
+    if n < 2:
+        return None
+    mx = math.fsum(x * c for (x, _), c in cells.items()) / n
+    my = math.fsum(y * c for (_, y), c in cells.items()) / n
+    sxx = math.fsum((x - mx) ** 2 * c for (x, _), c in cells.items())
+    syy = math.fsum((y - my) ** 2 * c for (_, y), c in cells.items())
+    if sxx <= 0 or syy <= 0:
+        return None
+    sxy = math.fsum((x - mx) * (y - my) * c for (x, y), c in cells.items())
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def cells_spearman(cells: Cells) -> float | None:
+    """Spearman's rho from counts: Pearson correlation of the average ranks."""
+    xs: Counter[float] = Counter()
+    ys: Counter[float] = Counter()
+    for (x, y), count in cells.items():
+        xs[x] += count
+        ys[y] += count
+    rx, ry = rank_of(xs), rank_of(ys)
+    ranked: Counter[tuple[float, float]] = Counter()
+    for (x, y), count in cells.items():
+        ranked[rx[x], ry[y]] += count
+    return cells_pearson(ranked)
+
+
+def confusion(cells: Cells, categories: Sequence[int] = SCORES) -> list[list[int]]:
+    """Rows: the first value (x), columns: the second (y), both over ``categories``."""
+    index = {category: i for i, category in enumerate(categories)}
+    matrix = [[0] * len(categories) for _ in categories]
+    for (x, y), count in cells.items():
+        matrix[index[int(x)]][index[int(y)]] += count
+    return matrix
+
+
+# --------------------------------------------------------------------------- Krippendorff
+
+Level = Literal["nominal", "ordinal", "interval", "ratio"]
+
+
+@dataclass
+class Coincidence:
+    """Krippendorff's coincidence counts over 1..5, accumulated one unit (pair) at a time.
+
+    A unit scored by m >= 2 coders adds, for every ordered pair of its values (i != j), 1 /
+    (m - 1) to ``o[c][k]``. Kept exactly as integers per m and divided at the end, so the
+    memory is O(coders), not O(units). ``alpha`` is Krippendorff (2011), "Computing
+    Krippendorff's Alpha-Reliability", with the difference functions of the ``krippendorff``
+    package: alpha = 1 - (n - 1) * sum(o * d) / sum(n_c * n_k * d).
+    """
+
+    values: tuple[int, ...] = SCORES
+    by_m: dict[int, list[list[int]]] = field(default_factory=dict)
+    units: int = 0
+
+    def add(self, unit: Iterable[int]) -> None:
+        counts = Counter(unit)
+        m = sum(counts.values())
+        if m < 2:
+            return
+        k = len(self.values)
+        matrix = self.by_m.setdefault(m, [[0] * k for _ in range(k)])
+        index = {value: i for i, value in enumerate(self.values)}
+        for c, nc in counts.items():
+            for d, nd in counts.items():
+                matrix[index[c]][index[d]] += nc * (nd - 1) if c == d else nc * nd
+        self.units += 1
+
+    def matrix(self) -> list[list[float]]:
+        k = len(self.values)
+        o = [[0.0] * k for _ in range(k)]
+        for m, pairs in self.by_m.items():
+            for i in range(k):
+                for j in range(k):
+                    o[i][j] += pairs[i][j] / (m - 1)
+        return o
+
+    def alpha(self, level: Level = "interval") -> float | None:
+        """None when fewer than 2 pairable values or no expected disagreement."""
+        o = self.matrix()
+        k = len(o)
+        n_c = [math.fsum(row) for row in o]
+        n = math.fsum(n_c)
+        if n <= 1:
+            return None
+
+        def delta(i: int, j: int) -> float:
+            c, d = self.values[i], self.values[j]
+            if level == "nominal":
+                return float(c != d)
+            if level == "interval":
+                return float((c - d) ** 2)
+            if level == "ratio":
+                return ((c - d) / (c + d)) ** 2 if c + d else 0.0
+            lo, hi = min(i, j), max(i, j)
+            return (math.fsum(n_c[lo : hi + 1]) - (n_c[i] + n_c[j]) / 2) ** 2
+
+        observed = math.fsum(o[i][j] * delta(i, j) for i in range(k) for j in range(k))
+        expected = math.fsum(n_c[i] * n_c[j] * delta(i, j) for i in range(k) for j in range(k))
+        if expected == 0:
+            return None
+        return 1.0 - (n - 1) * observed / expected
