@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,12 +32,14 @@ from producer.local import ValkeyProcess
 from producer.simulator import REASONING_TOKENS, THINKING_TOKENS, simulated_score
 from producer.simulator_process import SimulatorProcess
 from tests.conftest import TEST_KEY, Cluster
+from workers.batch.protocol import api_for
 from workers.errors import ConfigError
-from workers.judge import ask
+from workers.judge import ask, verdict_record
 from workers.models import ModelRegistry, ModelSpec
 from workers.pricing import Prices, cost_nano, from_nano, max_input_tokens, worst_case_nano
 from workers.providers import anthropic as anthropic_provider
 from workers.providers import openai as openai_provider
+from workers.records import ScoreRequest
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,6 +395,38 @@ def test_ask_retries_once_and_counts_both_calls(
     assert completion.output_tokens == sum(e["out"] for e in log)
     assert completion.reasoning_tokens == 300 + REASONING_TOKENS["medium"]
     assert "Score:" in completion.text and not completion.truncated
+
+
+def test_batch_requests_use_the_same_builder(
+    simulator: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch lines carry exactly the sync parameters (the simulator would fail a line with
+    max_tokens for o4-mini, or a thinking request with a temperature); an empty line result
+    is a reasoning_budget record, since a batch is not retried."""
+    monkeypatch.setenv("IBT_TEST_REASONING_KEY", TEST_KEY)
+    simulator.reset()
+    prompt = "<instruction>batch q</instruction><answer>batch a</answer>"
+    request = ScoreRequest(job="j", index=0, model=O4, instruction="batch q", generation="a")
+    outcomes = []
+    for spec in (
+        spec_of(O4, max_tokens=300, base_url=simulator.openai_base_url),
+        spec_of(
+            CLAUDE, thinking_budget=2048, max_tokens=2560, base_url=simulator.anthropic_base_url
+        ),
+    ):
+        api = api_for(replace(spec, api_key_env="IBT_TEST_REASONING_KEY"))
+        provider_id = api.create("b-" + spec.name, [("c0", prompt)])
+        deadline = time.monotonic() + 10
+        while not api.state(provider_id).ended:
+            assert time.monotonic() < deadline, "the simulated batch did not end"
+        [line] = list(api.results(provider_id))
+        assert line.error is None and line.completion is not None, line
+        outcomes.append(verdict_record(request, spec, line.completion, batch=True))
+    assert [e["status"] for e in simulator.stats()["batch_log"]] == [200, 200]
+    empty, thought = outcomes
+    assert empty["_kind"] == "reasoning_budget" and "batches are not retried" in empty["error"]
+    assert empty["_tokens"][1] == 300
+    assert thought["score"] == str(simulated_score(CLAUDE, "batch q", "batch a"))
 
 
 def test_a_bad_reasoning_effort_is_refused_before_anything_runs(

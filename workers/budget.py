@@ -3,9 +3,10 @@
 ``ibt score --max-cost USD`` (and ``max_cost`` per model in a models file) opens a budget
 hash for the job. Before each provider call, or each item put in a provider batch, the
 worker reserves the call's worst-case cost (workers/pricing.py: every input byte a token,
-``max_tokens`` out) with one atomic script; when the reply arrives the reservation is
-settled to the cost of its real usage. A call that could not fit even if every open
-reservation settled to nothing is never sent: it becomes an error record of kind ``budget``.
+``max_tokens`` out, a reasoning model's one retry included) with one atomic script; when the
+reply arrives the reservation is settled to the cost of its real usage. A call that could
+not fit even if every open reservation settled to nothing is never sent: it becomes an error
+record of kind ``budget``.
 One that does not fit only because of open reservations waits for them.
 
 A failed call settles to nothing when the provider answered with an error status (errors are
