@@ -216,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.set_defaults(func="select")
 
+    reparse = sub.add_parser(
+        "reparse", help="re-read a results file's unparseable replies with today's parser"
+    )
+    reparse.add_argument("results", help="a .json or .jsonl written by ibt score")
+    reparse.add_argument(
+        "-o", "--output", help="the fixed .json or .jsonl (default: stdout); no provider is called"
+    )
+    reparse.set_defaults(func="reparse")
+
     workers = sub.add_parser("workers", help="list live workers per model queue")
     workers.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies")
     workers.set_defaults(func="workers")

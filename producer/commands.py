@@ -487,6 +487,12 @@ def cmd_select(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_reparse(args: argparse.Namespace) -> int:
+    from producer.curation.reparse import run_reparse
+
+    return run_reparse(args.results, args.output)
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     from producer import simulator
 

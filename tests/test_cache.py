@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -17,6 +18,7 @@ from producer.local import ValkeyProcess
 from tests.conftest import OPENAI_MODEL, Cluster
 from workers import cache, claims, jobstate
 from workers.models import ModelRegistry
+from workers.parsing import Verdict
 
 pytestmark = pytest.mark.timeout(120)
 NOT_CANCELLED = "ibt:job:no-such-job:cancelled"
@@ -259,3 +261,43 @@ def test_a_warm_shutdown_releases_the_claims_of_its_calls(cluster: Cluster, tmp_
     assert client.exists(cache.CLAIM_PREFIX + key) == 0
     assert client.exists(cache.CACHE_PREFIX + key) == 1
     assert jobs.wait(cluster.app, job, poll_interval=0.1).results[0]["score"] is not None
+
+
+def test_cached_replies_are_parsed_on_read_and_old_entries_still_read(cluster: Cluster) -> None:
+    """A parser fix reaches replies cached before it, for free; pre-raw entries still count.
+
+    The first entry is what a run under an older parser left: a reply that parser could not
+    read (a verdict stated in a sentence), kept raw; the second is a ``{score, reasoning}``
+    entry as the cache stored verdicts before it kept replies.
+    """
+    tag = fresh_key()
+    fixed, old = Pair(f"Fixed {tag}", "An answer"), Pair(f"Old entry {tag}", "An answer")
+    client = jobstate.client_for_url(cluster.url)
+    reply = "Clear and correct. I would give this a 4 out of 5."
+    client.set(
+        cache.CACHE_PREFIX + key_of(cluster, fixed),
+        json.dumps({"reply": reply, "structured": False}),
+    )
+    client.set(
+        cache.CACHE_PREFIX + key_of(cluster, old),
+        json.dumps({"score": "3", "reasoning": "Kept from an old run."}),
+    )
+    cluster.simulator.reset()
+    result = run(cluster, [fixed, old])
+
+    assert cluster.simulator.stats()["requests"] == 0
+    first, second = result.results
+    assert (first["score"], first["reasoning"]) == ("4", "Clear and correct.")
+    assert (second["score"], second["reasoning"]) == ("3", "Kept from an old run.")
+    assert result.summary["models"][OPENAI_MODEL]["cached"] == 2
+
+
+def test_an_entry_that_is_neither_a_reply_nor_a_verdict_is_a_miss(client: redis.Redis) -> None:
+    key = fresh_key()
+    client.set(cache.CACHE_PREFIX + key, json.dumps({"something": "else"}))
+    hit, claimed, _, _ = cache.lookup(client, key, "reader", 90, PAUSE_KEY, NOT_CANCELLED)
+    assert (hit, claimed) == (None, True)
+    cache.settle(client, key, "reader", {"reply": "Fine.\nScore: 5", "structured": False}, 60)
+    hit, _, _, _ = cache.lookup(client, key, "later", 90, PAUSE_KEY, NOT_CANCELLED)
+    assert hit is not None and cache.verdict_of(hit) == Verdict(5, "Fine.")
+    cache.settle(client, key, "later", None, 60)

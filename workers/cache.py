@@ -1,7 +1,11 @@
 """The result cache: a judged (model, settings, prompt, pair) is never paid for twice.
 
-A verdict is stored under a hash of everything that shapes the judge's answer, so re-running
-an input (or resuming an interrupted job) calls the provider only for what is missing. A
+A reply is stored under a hash of everything that shapes the judge's answer, so re-running
+an input (or resuming an interrupted job) calls the provider only for what is missing. The
+cache keeps the *raw reply* of every call we paid for, unparseable ones included, and the
+verdict is parsed from it on every read: a parser fix reaches every cached reply at once and
+for free, where a parser version in the key would pay for every call again (docs/parsing.md).
+Entries written before that (``{"score", "reasoning"}``) are still read as they are. A
 claim on the same key keeps two tasks (a redelivered message and its original, two jobs
 sharing pairs) from paying for the same call at once; it is a short lease that the holding
 process renews while the call runs (claims.py), so one left by a dead process lapses soon.
@@ -18,6 +22,7 @@ import redis
 from workers import claims
 from workers.jobstate import queue_script
 from workers.models import ModelSpec
+from workers.parsing import Unparseable, Verdict, parse_reply, parse_structured
 from workers.prompt import template_digest
 
 CACHE_PREFIX = "ibt:cache:"
@@ -61,8 +66,8 @@ def lookup(
     pause_key: str,
     cancelled_key: str,
 ) -> tuple[dict[str, Any] | None, bool, bool, bool]:
-    """(cached verdict, whether ``owner`` holds the claim, whether the model is paused,
-    whether the job is cancelled).
+    """(cache entry or None, whether ``owner`` holds the claim, whether the model is
+    paused, whether the job is cancelled); ``verdict_of`` reads the entry.
 
     One round trip for what a task needs to know before it may call the provider. The claim
     owner is the task id, so a redelivery of a task whose worker died re-takes its own claim
@@ -85,8 +90,22 @@ def lookup(
             value = json.loads(raw)
         except ValueError:
             value = None
-        cached = value if isinstance(value, dict) else None
+        cached = (
+            value if isinstance(value, dict) and ("reply" in value or "score" in value) else None
+        )
     return cached, holder == owner, bool(paused), bool(cancelled)
+
+
+def verdict_of(entry: dict[str, Any]) -> Verdict | Unparseable:
+    """The verdict a cache entry holds, read by today's parser.
+
+    ``{"reply", "structured"}`` is a raw reply, parsed now; ``{"score", "reasoning"}`` is an
+    entry from before replies were kept, read as the verdict it stored.
+    """
+    if "reply" in entry:
+        reply = str(entry["reply"])
+        return parse_structured(reply) if entry.get("structured") else parse_reply(reply)
+    return Verdict(score=int(entry["score"]), reasoning=str(entry.get("reasoning") or ""))
 
 
 def settle(
@@ -97,7 +116,7 @@ def settle(
     ttl: int,
     pipe: redis.client.Pipeline | None = None,
 ) -> None:
-    """Store the verdict (if any) and give up the claim, in one round trip (or queued on
+    """Store the reply (if any) and give up the claim, in one round trip (or queued on
     ``pipe`` for the caller to send with its other writes).
 
     Renewal stops at once; should the release itself not reach the server, the claim lapses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -95,9 +96,22 @@ def _record_of(
         verdict = parse_structured(completion.structured)
     else:
         verdict = parse_reply(completion.text)
-    if isinstance(verdict, Unparseable):
-        return unparseable_record(request, verdict)
-    return ok_record(request, verdict)
+    record = (
+        unparseable_record(request, verdict)
+        if isinstance(verdict, Unparseable)
+        else ok_record(request, verdict)
+    )
+    # The reply as received, for the result cache, which parses it again on every read.
+    record["_reply"] = reply_entry(completion)
+    return record
+
+
+def reply_entry(completion: Completion) -> dict[str, Any]:
+    """A paid reply as the result cache keeps it (parsed on read: workers/cache.py)."""
+    if completion.structured is None:
+        return {"reply": completion.text, "structured": False}
+    raw = json.dumps(completion.structured, ensure_ascii=False, default=str)
+    return {"reply": raw, "structured": True}
 
 
 def reasoning_budget_record(

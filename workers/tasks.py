@@ -27,6 +27,7 @@ from workers.records import (
     ok_record,
     provider_error_record,
     public,
+    unparseable_record,
 )
 from workers.retry import retry_delay
 from workers.settings import get_settings
@@ -154,9 +155,7 @@ def score(self: Task, message: dict[str, Any]) -> None:
         record = error_record(request, f"internal: {exc!r}", kind="internal")
     with client.pipeline(transaction=False) as pipe:
         if key is not None:
-            fresh = "error" not in record and not record.get("_cached")
-            value = cache_value(record) if fresh else None
-            cache.settle(client, key, owner, value, settings.cache_ttl, pipe=pipe)
+            cache.settle(client, key, owner, cache_value(record), settings.cache_ttl, pipe=pipe)
         finish(request, record, started, pipe)
         pipe.execute()
 
@@ -228,13 +227,25 @@ def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> 
 
 
 def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:
-    record = ok_record(request, Verdict(score=int(hit["score"]), reasoning=hit["reasoning"]))
+    """The record of a cached reply, parsed now: an unparseable one is an error record again
+    (and is not paid for again), one a parser fix can read is a verdict."""
+    verdict = cache.verdict_of(hit)
+    if isinstance(verdict, Verdict):
+        record = ok_record(request, verdict)
+    else:
+        record = unparseable_record(request, verdict)
     record["_cached"] = True
     return record
 
 
-def cache_value(record: dict[str, Any]) -> dict[str, Any]:
-    return {"score": record["score"], "reasoning": record["reasoning"]}
+def cache_value(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What the cache keeps of a record: the reply we paid for, unparseable or not; nothing
+    when no reply came (an error status, a cancelled or refused item) or it came from the
+    cache."""
+    if record.get("_cached"):
+        return None
+    reply = record.get("_reply")
+    return reply if isinstance(reply, dict) else None
 
 
 def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: Any) -> None:

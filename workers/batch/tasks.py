@@ -449,11 +449,10 @@ def write_record(
     tokens = record.get("_tokens") or [0, 0]
     cost = int(record.get("_cost", 0))
     key = item.get("key")
-    if key and "error" not in record:
+    reply = record.get("_reply")  # every paid reply, unparseable ones too (workers/cache.py)
+    if key and reply:
         pipe.set(
-            cache.CACHE_PREFIX + key,
-            json.dumps({"score": record["score"], "reasoning": record["reasoning"]}),
-            ex=settings.cache_ttl,
+            cache.CACHE_PREFIX + key, json.dumps(reply, ensure_ascii=False), ex=settings.cache_ttl
         )
     jobstate.record_outcome(
         client,
