@@ -417,7 +417,7 @@ def _read_value(value: str, *, strict: bool) -> int | str | None:
 def _clean_reasoning(text: str) -> str:
     text = _TAGS.sub("", text).strip()
     text = _LABEL.sub("", text)
-    return text.strip().strip("*_#").strip()
+    return text.strip().strip("*_#$").strip()
 
 
 def parse_structured(data: object) -> Verdict | Unparseable:
