@@ -202,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(0..1), and select at it unless --min-score is given",
     )
     select.add_argument(
+        "--human-min",
+        type=int,
+        default=4,
+        choices=range(1, 6),
+        help="with --target-precision: the human score a pair needs to count as wanted "
+        "(default 4)",
+    )
+    select.add_argument(
         "--agg",
         choices=["mean", "median", "min", "all"],
         default="mean",

@@ -483,6 +483,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         output=args.output,
         gold=args.gold,
         target_precision=args.target_precision,
+        human_min=args.human_min,
         disagreement=args.disagreement,
     )
 

@@ -186,8 +186,12 @@ class Fit:
     thresholds: list[Threshold]
 
 
-def fit(name: str, cells: Mapping[tuple[float, float], int]) -> Fit:
-    """The statistics of (judge value, human score) counts; values may be fractional."""
+def fit(name: str, cells: Mapping[tuple[float, float], int], human_min: int | None = None) -> Fit:
+    """The statistics of (judge value, human score) counts; values may be fractional.
+
+    ``human_min``: the thresholds count a pair as relevant when people scored it at least
+    this, whatever K (default: at least K).
+    """
     n = cells_n(cells)
     category: Counter[tuple[float, float]] = Counter()
     for (value, human), count in cells.items():
@@ -202,14 +206,18 @@ def fit(name: str, cells: Mapping[tuple[float, float], int]) -> Fit:
         spearman=cells_spearman(cells),
         offset=offset,
         confusion=confusion(category),
-        thresholds=[threshold(cells, k) for k in SCORES],
+        thresholds=[threshold(cells, k, human_min) for k in SCORES],
     )
 
 
-def threshold(cells: Mapping[tuple[float, float], int], k: int) -> Threshold:
+def threshold(
+    cells: Mapping[tuple[float, float], int], k: int, human_min: int | None = None
+) -> Threshold:
+    """Judge >= ``k`` against human >= ``human_min`` (default: ``k`` as well)."""
+    bar = k if human_min is None else human_min
     kept = sum(c for (v, _), c in cells.items() if v >= k)
-    relevant = sum(c for (_, h), c in cells.items() if h >= k)
-    hits = sum(c for (v, h), c in cells.items() if v >= k and h >= k)
+    relevant = sum(c for (_, h), c in cells.items() if h >= bar)
+    hits = sum(c for (v, h), c in cells.items() if v >= k and h >= bar)
     return Threshold(
         k=k,
         kept=kept,
@@ -221,7 +229,11 @@ def threshold(cells: Mapping[tuple[float, float], int], k: int) -> Threshold:
 
 
 def recommend(thresholds: Sequence[Threshold], target: float) -> Threshold | None:
-    """The smallest K whose precision reaches ``target`` (keeping the most), or None."""
+    """The smallest K whose precision reaches ``target`` (keeping the most), or None.
+
+    Meaningful against a fixed human bar (``human_min``): against "human >= K", K=1 keeps
+    everything and is trivially 100% precise.
+    """
     for entry in thresholds:
         if entry.precision is not None and entry.precision >= target:
             return entry
@@ -237,6 +249,7 @@ class Calibration:
     judges: dict[str, Counter[tuple[float, float]]] = field(default_factory=dict)
     by_agg: dict[str, Counter[tuple[float, float]]] = field(default_factory=dict)
     pairs: int = 0  # results pairs that matched a gold row
+    human_min: int | None = None  # see :func:`fit`
 
     def add(self, pair: PairResult) -> None:
         human = self.gold.lookup(pair)
@@ -258,7 +271,9 @@ class Calibration:
             unmatched_rows=self.gold.unmatched,
             matched_pairs=self.pairs,
             judges=[fit(m, self.judges.get(m, Counter())) for m in models],
-            aggregates=[fit(a, self.by_agg.get(a, Counter())) for a in self.aggregates],
+            aggregates=[
+                fit(a, self.by_agg.get(a, Counter()), self.human_min) for a in self.aggregates
+            ],
         )
 
 

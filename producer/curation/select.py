@@ -302,6 +302,7 @@ def run_select(
     output: str | None,
     gold: str | None = None,
     target_precision: float | None = None,
+    human_min: int = 4,
     disagreement: int | None = None,
     console: Console | None = None,
 ) -> int:
@@ -309,9 +310,10 @@ def run_select(
 
     The pairs go to ``output`` (stdout for None or ``-``); the threshold table and notes go to
     ``console`` (stderr). With ``disagreement`` the pairs whose judges differ by that much are
-    written instead. With ``gold`` and ``target_precision`` the K reaching that precision on
-    the gold pairs is recommended, and used when ``min_score`` is None (the file is then read
-    twice). Returns 0 when done, 1 when no K reaches the target precision, 2 on bad input.
+    written instead. With ``gold`` and ``target_precision`` the smallest K at which that share
+    of the kept gold pairs is rated >= ``human_min`` by people is recommended, and used when
+    ``min_score`` is None (the file is then read twice). Returns 0 when done, 1 when no K
+    reaches the target precision, 2 on bad input.
     """
     console = console or Console(stderr=True)
     try:
@@ -324,7 +326,11 @@ def run_select(
             )
         calibration = None
         if gold:
-            calibration = Calibration(load_gold(gold), {canonical(agg): AGGREGATES[canonical(agg)]})
+            calibration = Calibration(
+                load_gold(gold),
+                {canonical(agg): AGGREGATES[canonical(agg)]},
+                human_min=human_min,
+            )
         choice: Threshold | None = None
         if min_score is None:
             if calibration is None or target_precision is None:
@@ -377,7 +383,7 @@ def _recommendation(
     console.print(
         f"[bold]recommended K = {choice.k}[/] (--agg {name}): precision "
         f"{choice.precision:.1%} >= {target:.0%} on {entry.n:,} labelled pairs, keeping "
-        f"{choice.recall:.1%} of the pairs people rate >= {choice.k}"
+        f"{choice.recall:.1%} of the pairs people rate >= {calibration.human_min}"
         if choice.recall is not None
         else f"[bold]recommended K = {choice.k}[/]",
         highlight=False,
@@ -400,7 +406,7 @@ def _print_gold_thresholds(calibration: Calibration, agg: str, console: Console)
         )
     console.print(
         f"[bold]On the gold pairs[/] ({result.matched_rows:,} of {result.gold_rows:,} rows of "
-        f"{result.source} matched): --agg {agg} >= K against human >= K",
+        f"{result.source} matched): --agg {agg} >= K against human >= {calibration.human_min}",
         highlight=False,
     )
     console.print(table)

@@ -444,12 +444,14 @@ class Coincidence:
         m = sum(counts.values())
         if m < 2:
             return
-        k = len(self.values)
-        matrix = self.by_m.setdefault(m, [[0] * k for _ in range(k)])
-        index = {value: i for i, value in enumerate(self.values)}
+        matrix = self.by_m.get(m)
+        if matrix is None:
+            matrix = self.by_m[m] = [[0] * len(self.values) for _ in self.values]
+        index = self.values.index
         for c, nc in counts.items():
+            row = matrix[index(c)]
             for d, nd in counts.items():
-                matrix[index[c]][index[d]] += nc * (nd - 1) if c == d else nc * nd
+                row[index(d)] += nc * (nd - 1) if c == d else nc * nd
         self.units += 1
 
     def matrix(self) -> list[list[float]]:
