@@ -70,6 +70,21 @@ def test_real_judge_key_still_depends_on_the_endpoint() -> None:
     assert official != local
 
 
+def test_how_hard_a_reasoning_judge_thinks_is_part_of_the_key() -> None:
+    from dataclasses import replace
+
+    o4 = ModelRegistry().resolve("o4-mini")
+    base = cache.cache_key(o4, None, "q", "a", None)
+    low, high = (replace(o4, reasoning_effort=e) for e in ("low", "high"))
+    assert len({base, cache.cache_key(low, None, "q", "a", None),
+                cache.cache_key(high, None, "q", "a", None)}) == 3  # fmt: skip
+    claude = ModelRegistry().resolve("claude-3-7-sonnet-latest")
+    thinking = [replace(claude, thinking_budget=b, max_tokens=b + 512) for b in (1024, 4096)]
+    assert cache.cache_key(thinking[0], None, "q", "a", None) != cache.cache_key(
+        replace(thinking[1], max_tokens=1536), None, "q", "a", None
+    )
+
+
 # --- leases ---------------------------------------------------------------------------------
 
 

@@ -52,6 +52,10 @@ def cache_key(
             template_digest(template),
             instruction,
             generation,
+            # How hard a reasoning judge thinks changes its verdict; absent for other models,
+            # so their keys (and cached verdicts) are what they were.
+            *([spec.reasoning_effort] if spec.reasoning_effort else []),
+            *([spec.thinking_budget] if spec.thinking_budget else []),
         ],
         ensure_ascii=False,
     )
