@@ -1,12 +1,14 @@
-"""Benchmark 4: a 100,000-pair x 2-model job end to end, and the memory of every process.
+"""Benchmark 4 (issue 12): whole jobs end to end at several sizes, and every process's memory.
 
-    uv run python -m bench.scale --pairs 100000
+    uv run python -m bench.scale --pairs 50000 500000        # 100,000 and 1,000,000 tasks
 
-The producer is the real ``ibt score`` command (a child process, remote mode: it reads the
-JSON Lines file, enqueues, follows progress and streams the output file); one worker process
-per model; the simulator answers at latency 0. Prints the wall time, what the output holds
-(every row, in input order), and peak memory: the producer's max RSS, each worker's VmHWM,
-Valkey's peak ``used_memory`` and its RSS high-water mark.
+For each size, in one run: a fresh Valkey, simulator (latency 0) and one worker process per
+model; the producer is the real ``ibt score`` command (a child process, cluster mode: it
+validates the JSON Lines file in one pass, feeds the window, and streams the output while
+the job runs). Prints a table: wall time and tasks/s of the whole command, what the output
+holds (every row, in input order), the producer's peak RSS, each worker's VmHWM, Valkey's
+peak ``used_memory`` and bytes per task of the window; then each figure at the largest size
+as a ratio of the smallest (the targets: memory within 15%, throughput at least 90%).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -53,15 +54,11 @@ def check_output(path: Path, pairs: int) -> dict[str, int]:
     return {"rows": rows, "scored": scored, "errors": errors, "misplaced": misplaced}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pairs", type=int, default=100_000)
-    parser.add_argument("--concurrency", type=int, default=32, help="threads per worker")
-    args = parser.parse_args()
-    with cluster(latency=0.0, concurrency=args.concurrency) as bench:
+def run_size(pairs: int, concurrency: int, window: int | None) -> dict[str, Any]:
+    with cluster(latency=0.0, concurrency=concurrency) as bench:
         workdir = Path(bench.valkey.data_dir).parent
         source, output = workdir / "pairs.jsonl", workdir / "scored.jsonl"
-        write_input(source, args.pairs)
+        write_input(source, pairs)
         env = child_env(
             IBT_BROKER_URL=bench.valkey.url,
             IBT_LOG_LEVEL="WARNING",
@@ -74,43 +71,71 @@ def main() -> None:
         for model in MODELS:
             command += ["-m", model]
         command += ["--no-cache", "-o", str(output)]
+        if window:
+            command += ["--window", str(window)]
         started = time.perf_counter()
         log = (workdir / "producer.log").open("w")
         producer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        producer.wait()
+        _, status, usage = os.wait4(producer.pid, 0)
         wall = time.perf_counter() - started
-        # The producer is the only child waited for so far: its max RSS is this figure.
-        producer_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         log.close()
-        if producer.returncode != 0:
+        if status != 0:
             tail = (workdir / "producer.log").read_text()[-2000:]
-            raise SystemExit(f"ibt score exited {producer.returncode}:\n{tail}")
+            raise SystemExit(f"ibt score exited {status}:\n{tail}")
         # Workers and Valkey still run; VmHWM is their high-water mark so far.
         worker_peaks = [peak_rss_mb(worker.pid) for worker in bench.workers]
         info: dict[str, Any] = redis.Redis.from_url(bench.valkey.url).info("memory")  # type: ignore[assignment]
-        valkey_used_peak = float(info["used_memory_peak"]) / 2**20
-        valkey_rss_peak = peak_rss_mb(bench.valkey.process.pid) if bench.valkey.process else 0.0
-        found = check_output(output, args.pairs)
-        input_mb = os.path.getsize(source) / 2**20
-        output_mb = os.path.getsize(output) / 2**20
-    tasks = args.pairs * len(MODELS)
+        found = check_output(output, pairs)
+        return {
+            "pairs": pairs,
+            "tasks": pairs * len(MODELS),
+            "wall": wall,
+            "producer": usage.ru_maxrss / 1024,
+            "workers": worker_peaks,
+            "valkey": float(info["used_memory_peak"]) / 2**20,
+            "valkey_start": float(info["used_memory_startup"]) / 2**20,
+            "input_mb": os.path.getsize(source) / 2**20,
+            **found,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, nargs="+", default=[50_000, 500_000])
+    parser.add_argument("--concurrency", type=int, default=32, help="threads per worker")
+    parser.add_argument("--window", type=int, help="--window for ibt score (default: its own)")
+    args = parser.parse_args()
+    window = args.window or max(2000, 20 * args.concurrency)
     print(
-        f"{args.pairs} pairs x {len(MODELS)} models = {tasks} tasks, latency 0, "
-        f"1 worker process x {args.concurrency} threads per model"
+        f"latency 0, 1 worker process x {args.concurrency} threads per model, "
+        f"window {window} tasks per model\n"
     )
-    print(f"input {input_mb:.0f} MB, output {output_mb:.0f} MB")
-    print(f"wall time           {wall:8.1f} s  ({tasks / wall:,.0f} tasks/s, all of ibt score)")
     print(
-        f"output rows         {found['rows']:8d}  scored {found['scored']}, errors "
-        f"{found['errors']}, out of order {found['misplaced']}"
+        "| tasks | input MB | wall s | tasks/s | rows | out of order | errors | producer peak "
+        "RSS MB | worker peak RSS MB | Valkey peak used MB | Valkey bytes/window task |"
     )
-    print(f"producer peak RSS   {producer_mb:8.0f} MB")
-    for number, peak in enumerate(worker_peaks):
-        print(f"worker {number} peak RSS   {peak:6.0f} MB")
-    print(
-        f"valkey peak used    {valkey_used_peak:8.0f} MB  ({valkey_used_peak * 2**20 / tasks:,.0f}"
-        f" bytes/task), peak RSS {valkey_rss_peak:.0f} MB"
-    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for pairs in args.pairs:
+        r = run_size(pairs, args.concurrency, args.window)
+        results.append(r)
+        per_task = (r["valkey"] - r["valkey_start"]) * 2**20 / (window * len(MODELS))
+        print(
+            f"| {r['tasks']:,} | {r['input_mb']:.0f} | {r['wall']:.1f} | "
+            f"{r['tasks'] / r['wall']:,.0f} | {r['rows']:,} | {r['misplaced']} | {r['errors']} | "
+            f"{r['producer']:.0f} | {' / '.join(f'{w:.0f}' for w in r['workers'])} | "
+            f"{r['valkey']:.0f} | {per_task:,.0f} |",
+            flush=True,
+        )
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        print(f"\nlargest / smallest ({large['tasks']:,} vs {small['tasks']:,} tasks):")
+        rate = (large["tasks"] / large["wall"]) / (small["tasks"] / small["wall"])
+        print(f"  throughput      {rate:.2f}x")
+        print(f"  producer RSS    {large['producer'] / small['producer']:.2f}x")
+        for n, (a, b) in enumerate(zip(small["workers"], large["workers"], strict=True)):
+            print(f"  worker {n} RSS    {b / a:.2f}x")
+        print(f"  Valkey peak     {large['valkey'] / small['valkey']:.2f}x")
 
 
 if __name__ == "__main__":

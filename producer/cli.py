@@ -67,9 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser(
         "score", help="score a file of pairs with one or more judge models", parents=config
     )
-    score.add_argument("input", help="JSON array, JSON Lines or CSV file; - for stdin")
+    score.add_argument("input", help="JSON array, JSON Lines, CSV or Parquet file; - for stdin")
     score.add_argument("-m", "--model", action="append", required=True, help="judge model (repeat)")
-    score.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
+    score.add_argument("-o", "--output", help="output .json, .jsonl or .parquet (default: stdout)")
+    score.add_argument(
+        "--map",
+        action="append",
+        metavar="FIELD=COLUMN[,COLUMN]",
+        help="read instruction or generation from other columns, e.g. Alpaca's "
+        "--map instruction=instruction,input --map generation=output (repeat)",
+    )
+    score.add_argument(
+        "--window",
+        type=int,
+        metavar="W",
+        help="at most W tasks per model queued or in flight (default: 20 per worker "
+        "thread, at least 2000)",
+    )
     score.add_argument(
         "--force", action="store_true", help="allow -o to overwrite one of the input files"
     )
@@ -130,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     result = sub.add_parser("result", help="fetch a finished job's list")
     result.add_argument("job")
-    result.add_argument("-o", "--output", help="output .json or .jsonl (default: stdout)")
+    result.add_argument("-o", "--output", help="output .json, .jsonl or .parquet (default: stdout)")
+    result.add_argument(
+        "--follow",
+        action="store_true",
+        help="write rows as they finish (in input order) until the job is done; rows written "
+        "leave Redis; run it again to resume after a crash",
+    )
     result.set_defaults(func="result")
 
     cancel = sub.add_parser("cancel", help="stop a job's spending: queued items are not sent")
@@ -206,8 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         choices=range(1, 6),
-        help="with --target-precision: the human score a pair needs to count as wanted "
-        "(default 4)",
+        help="with --target-precision: the human score a pair needs to count as wanted (default 4)",
     )
     select.add_argument(
         "--agg",

@@ -36,16 +36,25 @@ def cmd_score(args: argparse.Namespace) -> int:
             "lives only as long as this command",
             source="--no-wait",
         )
-    pairs = load_pairs(args.input)
+    from producer.feeding import JobInput
+    from producer.inputs import ColumnMap, InputSource, iter_pairs
+
+    source = InputSource.open(args.input, ColumnMap.parse(args.map))
+    if args.window is not None and args.window < 1:
+        raise InputError("must be at least 1", source="--window")
     specs = resolve_models(args.model)
     check_config(specs)
     check_budget(specs, args.max_cost)
+    if args.dry_run:
+        if settings.broker_url:
+            _check_cluster()
+        return _dry_run(list(iter_pairs(source)), specs, args)
+    # One streaming pass validates every row and finds repeated pairs; no text is kept.
+    data = JobInput.from_source(source)
     if settings.broker_url:
         _check_cluster()
-    if args.dry_run:
-        return _dry_run(pairs, specs, args)
     return _run(
-        pairs,
+        data,
         specs,
         args.output,
         no_wait=args.no_wait,
@@ -57,6 +66,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         command=_command_line(args),
         max_cost=args.max_cost,
         batch=True if args.batch else None,
+        window=args.window,
     )
 
 
@@ -105,10 +115,10 @@ def _check_resume(client, job: str, pairs, specs, *, embedded: bool) -> None:  #
     where = f"the embedded store in {get_settings().home}" if embedded else "this broker"
     if snapshot is None:
         raise InputError(f"job {job} is unknown to {where} (or expired)", source="--resume")
-    if snapshot.pairs != len(pairs) or snapshot.models != [s.name for s in specs]:
+    if snapshot.pairs != pairs.rows or snapshot.models != [s.name for s in specs]:
         raise InputError(
             f"job {job} had {snapshot.pairs} pairs x {snapshot.models}; this input has "
-            f"{len(pairs)} pairs x {[s.name for s in specs]}",
+            f"{pairs.rows} pairs x {[s.name for s in specs]}",
             source="--resume",
         )
 
@@ -123,7 +133,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "[bold yellow]No API key for some providers: using SIMULATED judges[/] "
             "(a local server speaking the provider's wire format; scores are not real)."
         )
-    return _run(load_pairs(str(DEMO_PAIRS)), resolve_models(names), args.output, quiet=False)
+    from producer.feeding import JobInput
+
+    pairs = JobInput.from_pairs(load_pairs(str(DEMO_PAIRS)))
+    return _run(pairs, resolve_models(names), args.output, quiet=False)
 
 
 def _run(  # type: ignore[no-untyped-def]
@@ -140,30 +153,44 @@ def _run(  # type: ignore[no-untyped-def]
     command: str = "ibt score ...",
     max_cost: float | None = None,
     batch: bool | None = None,
+    window: int | None = None,
 ) -> int:
+    """Submit ``pairs`` (a ``JobInput``), feed its window and stream its output as it runs."""
     from producer import job as jobs
+    from producer.feeding import default_window
     from producer.progress import LiveProgress, NoConsumerWatch, console, print_summary
-    from workers import jobstate
+    from producer.streamed_output import StreamedOutput
+    from workers import cancellation, jobstate
+    from workers.feeding import Options
 
     started = time.monotonic()
+    options = Options(use_cache, structured, False, batch, keep_extra)
     with session(specs) as current:
         client = jobstate.client_for_url(current.app.conf.result_backend)
+        feeder = None
         if resume:
             _check_resume(client, resume, pairs, specs, embedded=current.embedded)
-        job = jobs.submit(
-            current.app,
-            pairs,
-            specs,
-            use_cache=use_cache,
-            structured=structured,
-            keep_extra=keep_extra,
-            max_cost=max_cost,
-            batch=batch,
-        )
-        console.print(f"job [bold]{job}[/]: {len(pairs)} pairs x {len(specs)} models")
+            status = (jobstate.read_meta(client, resume) or {}).get("status")
+            if status == "running" and not cancellation.is_cancelled(client, resume):
+                # Its feeder died (not cancelled): the same job goes on from its cursor.
+                feeder = jobs.resume_feeding(current.app, resume, pairs, specs)
+        if feeder is None:
+            feeder = jobs.start(
+                current.app,
+                pairs,
+                specs,
+                options=options,
+                max_cost=max_cost,
+                window=window or default_window(specs),
+                on_cluster=no_wait,
+            )
+        job = feeder.job
+        console.print(f"job [bold]{job}[/]: {pairs.rows} pairs x {len(specs)} models")
         if no_wait:
             print(job)
             return outcome.OK
+        writer = StreamedOutput(client, job, output)
+        writer.claim()
         watch = None if current.embedded else NoConsumerWatch(client, specs)
         try:
             with LiveProgress(enabled=not quiet) as live:
@@ -175,14 +202,23 @@ def _run(  # type: ignore[no-untyped-def]
                             live.warn(warning)
 
                 result = jobs.wait(
-                    current.app, job, on_progress=on_progress, check_alive=current.check_alive
+                    current.app,
+                    job,
+                    on_progress=on_progress,
+                    check_alive=current.check_alive,
+                    feeder=feeder,
+                    on_poll=lambda _: writer.drain(),
                 )
         except KeyboardInterrupt:
+            writer.abandon()
             _cancel_quietly(job, current.app, specs, embedded=current.embedded)
             _say_interrupted(job, client, embedded=current.embedded, command=command)
             raise
-        # Inside the session: the records stream from the (maybe embedded) broker.
-        written = write_results(result.records(), output)
+        except BaseException:
+            writer.abandon()
+            raise
+        # Inside the session: the last rows stream from the (maybe embedded) broker.
+        written = writer.finish()
         write_run_summary(output, job, result.summary, written)
         failures = outcome.systemic_failures(result.summary, result.first_error)
         cancelled = result.cancelled
@@ -280,13 +316,21 @@ def _unknown_job(app, job: str) -> int:  # type: ignore[no-untyped-def]
 def cmd_result(args: argparse.Namespace) -> int:
     from producer import job as jobs
     from producer.progress import console, print_summary
+    from workers import jobstate
 
     check_output(args.output)
     app = _remote_app(job=args.job)
+    if args.follow:
+        return _follow(app, args.job, args.output)
     result = jobs.fetch(app, args.job)
+    meta = jobstate.read_meta(jobstate.client_for_url(app.conf.result_backend), args.job) or {}
+    if int(meta.get("written", 0)):
+        raise InputError(
+            f"job {args.job}'s rows were streamed to {meta.get('out_path', 'stdout')} as they "
+            "finished and are no longer in Redis; that file is the result",
+            source=args.job,
+        )
     if result is None:
-        from workers import jobstate
-
         snapshot = jobstate.progress(jobstate.client_for_url(app.conf.result_backend), args.job)
         if snapshot is None:
             return _unknown_job(app, args.job)
@@ -298,6 +342,32 @@ def cmd_result(args: argparse.Namespace) -> int:
     write_run_summary(args.output, args.job, result.summary, written)
     print_summary(args.job, result.summary)
     return outcome.OK
+
+
+def _follow(app, job: str, output: str | None) -> int:  # type: ignore[no-untyped-def]
+    """``ibt result JOB --follow``: write rows as they finish, from any host, until the job
+    is done; resumes where an earlier writer of this job stopped (producer/streamed_output)."""
+    from producer import job as jobs
+    from producer.progress import console, print_summary
+    from producer.streamed_output import StreamedOutput
+    from workers import jobstate
+
+    client = jobstate.client_for_url(app.conf.result_backend)
+    if jobstate.read_meta(client, job) is None:
+        return _unknown_job(app, job)
+    writer = StreamedOutput(client, job, output)
+    writer.claim()
+    try:
+        result = jobs.wait(app, job, on_poll=lambda _: writer.drain())
+    except BaseException:
+        writer.abandon()
+        raise
+    written = writer.finish()
+    write_run_summary(output, job, result.summary, written)
+    if output not in (None, "-"):
+        console.print(f"wrote {written} records to {output}")
+    print_summary(job, result.summary)
+    return outcome.FAILED if result.cancelled else outcome.OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -321,8 +391,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     elif what == "already cancelled":
         console.print(f"job {args.job} was already cancelled ({progress})", highlight=False)
     else:
+        from producer.job import stop_feeding
         from workers.batch.buffering import wake
 
+        stop_feeding(app, client, args.job)
         wake(app, client, args.job, snapshot.models)
         console.print(
             f"cancelled job {args.job} at {progress}: queued items will not be sent (they "

@@ -5,32 +5,37 @@ UTF-16/32 files are refused. Extra fields (``id``, ``source`` ...) are kept with
 carried to its output records, after the documented keys; one that would shadow an output key
 (``score``, ``model`` ...) is renamed ``input_<name>``. Empty strings are accepted here and
 become per-item error records in the pipeline without a provider call.
+
+A large input is never held: ``scan`` validates it in one streaming pass that keeps a
+16-byte digest per pair (to find duplicates) and no text, and ``iter_pairs`` reads it again
+while the job is fed. ``--map`` names the columns that hold the pair (``ColumnMap``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import json
-import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from producer import formats
+from producer.formats import json_type_name
 from workers.errors import InputError
 from workers.records import OUTPUT_KEYS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FIELDS = ("instruction", "generation")
 # Keys an output record may have besides the extra fields it carries.
 # (input_tokens/output_tokens: what ibt report reads as usage, if a record carries it.)
 RESERVED = (*OUTPUT_KEYS, "error", "raw", "input_tokens", "output_tokens")
-_BOMS = {
-    b"\xff\xfe\x00\x00": "UTF-32",
-    b"\x00\x00\xfe\xff": "UTF-32",
-    b"\xff\xfe": "UTF-16",
-    b"\xfe\xff": "UTF-16",
-}
+# Columns joined into one text (``--map instruction=instruction,input``) are separated so.
+JOIN = "\n\n"
+
+__all__ = ["Pair", "ColumnMap", "InputSource", "Scan", "json_type_name", "load_pairs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,226 +52,266 @@ class Pair:
         """What a verdict depends on: two rows with the same texts are judged once."""
         return self.instruction, self.generation
 
+    def digest(self) -> bytes:
+        """16 bytes that stand for the texts when finding duplicates in a large input."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for text in self.texts:
+            data = text.encode("utf-8", "surrogatepass")
+            hasher.update(len(data).to_bytes(8, "little"))
+            hasher.update(data)
+        return hasher.digest()
 
-def extra_fields(record: Mapping[str, object]) -> str | None:
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which input columns hold the pair: ``instruction`` and ``generation`` by default.
+
+    A field may name several columns (``instruction=instruction,input``, Alpaca's layout):
+    their texts are joined with a blank line; the first is required, the others may be
+    missing, null or empty. Mapped columns are the pair, so they are not carried as extras.
+    """
+
+    instruction: tuple[str, ...] = ("instruction",)
+    generation: tuple[str, ...] = ("generation",)
+
+    @classmethod
+    def parse(cls, items: Sequence[str] | None) -> ColumnMap:
+        """From ``--map FIELD=COLUMN[,COLUMN...]`` options."""
+        columns = {"instruction": cls.instruction, "generation": cls.generation}
+        for item in items or ():
+            name, sep, value = item.partition("=")
+            names = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not sep or name.strip() not in FIELDS or not names:
+                raise InputError(
+                    f"expected instruction=COLUMN or generation=COLUMN[,COLUMN...], got {item!r}",
+                    source="--map",
+                )
+            columns[name.strip()] = names
+        return cls(columns["instruction"], columns["generation"])
+
+    @property
+    def default(self) -> bool:
+        return self == ColumnMap()
+
+    def columns(self, name: str) -> tuple[str, ...]:
+        return self.instruction if name == "instruction" else self.generation
+
+    @property
+    def used(self) -> set[str]:
+        return {*self.instruction, *self.generation}
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """A file of pairs that can be read more than once (stdin is spooled to a file first)."""
+
+    path: str
+    source: str  # the name errors give: the path, or <stdin>
+    mapping: ColumnMap = field(default_factory=ColumnMap)
+    kind: str = ""
+
+    @classmethod
+    def open(
+        cls, path: str, mapping: ColumnMap | None = None, *, spool_dir: Path | None = None
+    ) -> InputSource:
+        mapping = mapping or ColumnMap()
+        if path == "-":
+            import tempfile
+
+            directory = spool_dir or Path(tempfile.mkdtemp(prefix="ibt-stdin-"))
+            spooled = str(formats.spool_stdin(directory))
+            return cls(spooled, "<stdin>", mapping, _kind(spooled, "<stdin>"))
+        return cls(path, path, mapping, _kind(path, path))
+
+    def rows(self) -> Iterator[tuple[int, object]]:
+        try:
+            yield from formats.read_rows(self.path, self.kind)
+        except InputError as exc:
+            raise _renamed(exc, self.source) from None
+
+    def check_columns(self) -> None:
+        """A Parquet or CSV input names its columns up front: check the mapping against them."""
+        if self.kind not in ("parquet", "csv"):
+            return
+        found = (
+            formats.parquet_columns(self.path)
+            if self.kind == "parquet"
+            else formats.csv_header(self.path)
+        )
+        for name in FIELDS:
+            first = self.mapping.columns(name)[0]
+            if first not in found:
+                what = "Parquet columns" if self.kind == "parquet" else "CSV header"
+                hint = "" if self.mapping.default else " (see --map)"
+                raise InputError(
+                    f"no column {first!r} for {name}; the {what}: {found}{hint}",
+                    source=self.source,
+                    line=1 if self.kind == "csv" else None,
+                    field=first,
+                )
+
+
+def _kind(path: str, source: str) -> str:
+    try:
+        return formats.kind_of(path)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+
+
+def _renamed(exc: InputError, source: str) -> InputError:
+    if exc.source == source:
+        return exc
+    return InputError(exc.message, source=source, line=exc.line, field=exc.field)
+
+
+def extra_fields(record: Mapping[str, object], skip: Iterable[str] = FIELDS) -> str | None:
     """The record's fields other than the pair's, renamed off the output keys, as JSON."""
+    skipped = set(skip)
     extra: dict[str, object] = {}
     for key, value in record.items():
-        if key in FIELDS:
+        if key in skipped:
             continue
         name = str(key)
         while name in RESERVED or name in extra:
             name = f"input_{name}"
         extra[name] = value
-    return json.dumps(extra, ensure_ascii=False) if extra else None
+    return json.dumps(extra, ensure_ascii=False, default=str) if extra else None
 
 
-def json_type_name(value: object) -> str:
-    """The JSON name of a decoded value's type, for error messages users can act on."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _pair(record: object, source: str, line: int) -> Pair:
+def to_pair(record: object, source: str, line: int, mapping: ColumnMap | None = None) -> Pair:
+    """The pair in one input record, or InputError naming the record's place and field."""
     if not isinstance(record, Mapping):
         raise InputError(
             f"expected an object, got {json_type_name(record)}", source=source, line=line
         )
+    mapping = mapping or ColumnMap()
     values = []
     for name in FIELDS:
-        if name not in record:
-            raise InputError("missing field", source=source, line=line, field=name)
-        value = record[name]
-        if not isinstance(value, str):
-            raise InputError(
-                f"must be a string, got {json_type_name(value)}",
-                source=source,
-                line=line,
-                field=name,
-            )
-        values.append(value)
-    return Pair(values[0], values[1], extra_fields(record))
+        columns = mapping.columns(name)
+        texts = []
+        for position, column in enumerate(columns):
+            if column not in record or record[column] is None and position > 0:
+                if position == 0:
+                    raise InputError("missing field", source=source, line=line, field=column)
+                continue
+            value = record[column]
+            if not isinstance(value, str):
+                raise InputError(
+                    f"must be a string, got {json_type_name(value)}",
+                    source=source,
+                    line=line,
+                    field=column,
+                )
+            if position == 0 or value.strip():
+                texts.append(value)
+        values.append(JOIN.join(texts))
+    skip = mapping.used if not mapping.default else FIELDS
+    return Pair(values[0], values[1], extra_fields(record, skip))
 
 
 def validate_records(records: Iterable[object], *, source: str = "<python>") -> list[Pair]:
     """Pairs from in-memory records (the Python API); ``line`` is the 1-based record number."""
-    pairs = [_pair(record, source, number) for number, record in enumerate(records, 1)]
+    pairs = [to_pair(record, source, number) for number, record in enumerate(records, 1)]
     if not pairs:
         raise InputError("no pairs found", source=source)
     return pairs
 
 
-def _strip_bom(data: bytes, source: str) -> bytes:
-    for bom, name in _BOMS.items():
-        if data.startswith(bom):
-            raise InputError(
-                f"file is {name} encoded (byte-order mark); save it as UTF-8", source=source
-            )
-    return data.removeprefix(b"\xef\xbb\xbf")
-
-
-def _decode(data: bytes, source: str) -> str:
-    data = _strip_bom(data, source)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(
-            f"not valid UTF-8 (byte offset {exc.start})", source=source, line=line
-        ) from None
-
-
-def load_pairs(path: str, *, stdin: BinaryIO | None = None) -> list[Pair]:
-    """Pairs from a .json / .jsonl / .ndjson / .csv file, or ``-`` for stdin (sniffed)."""
-    source = "<stdin>" if path == "-" else path
-    try:
-        if path != "-" and Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-            with Path(path).open("rb") as handle:
-                pairs = _from_json_lines(_decoded_lines(handle, source), source)
-            if not pairs:
-                raise InputError("no pairs found", source=source)
-            return pairs
-        data = (stdin or sys.stdin.buffer).read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror or exc}", source=source) from None
-    text = _decode(data, source)
-    del data  # the text alone is what the parsers need; a large input is held once
-    if not text.strip():
-        raise InputError("no pairs found (the file is empty)", source=source)
-    suffix = "" if path == "-" else Path(path).suffix.lower()
-    if suffix not in (".json", ".jsonl", ".ndjson", ".csv"):
-        first = text.lstrip()[:1]
-        suffix = ".json" if first == "[" else ".jsonl" if first == "{" else ".csv"
-    if suffix == ".json":
-        pairs = _from_json_array(text, source)
-    elif suffix == ".csv":
-        pairs = _from_csv(text, source)
-    else:
-        pairs = _from_json_lines(_text_lines(text), source)
-    if not pairs:
-        raise InputError("no pairs found", source=source)
-    return pairs
-
-
-def _decoded_lines(handle: BinaryIO, source: str) -> Iterator[tuple[int, str]]:
-    """A JSON Lines file a line at a time, so it is never held whole (and one non-ASCII
-    character cannot widen a whole file's text to 2-4 bytes a character)."""
-    offset = 0
-    for number, raw in enumerate(handle, 1):
-        data = _strip_bom(raw, source) if number == 1 else raw
+def iter_pairs(source: InputSource) -> Iterator[Pair]:
+    """The pairs of ``source`` in order, validated, one at a time."""
+    for position, record in source.rows():
         try:
-            yield number, data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not valid UTF-8 (byte offset {offset + len(raw) - len(data) + exc.start})",
-                source=source,
-                line=number,
-            ) from None
-        offset += len(raw)
-
-
-def _text_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Numbered lines split at "\n" only: JSON strings may hold U+2028 and friends raw,
-    which ``str.splitlines`` would split at."""
-    yield from enumerate(text.split("\n"), 1)
-
-
-def _from_json_lines(lines: Iterable[tuple[int, str]], source: str) -> list[Pair]:
-    pairs = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            column = getattr(exc, "colno", None)
-            where = f" (column {column})" if column else ""
-            raise InputError(f"invalid JSON{where}: {exc}", source=source, line=number) from None
-        pairs.append(_pair(record, source, number))
-    return pairs
-
-
-def _from_json_array(text: str, source: str) -> list[Pair]:
-    decoder = json.JSONDecoder()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"invalid JSON (column {exc.colno}): {exc.msg}", source=source, line=exc.lineno
-        ) from None
-    except ValueError as exc:
-        raise InputError(f"invalid JSON: {exc}", source=source) from None
-    if not isinstance(data, list):
-        raise InputError(
-            f"expected a JSON array, got {json_type_name(data)}", source=source, line=1
-        )
-    # Walk the array once more with raw_decode to learn where each element starts, so an error
-    # can name its line; only done when an element is bad, so the happy path stays one parse.
-    pairs: list[Pair] = []
-    for index, record in enumerate(data):
-        try:
-            pairs.append(_pair(record, source, index + 1))
+            yield to_pair(record, source.source, position, source.mapping)
         except InputError as exc:
-            line = _element_line(text, decoder, index)
-            raise InputError(exc.message, source=source, line=line, field=exc.field) from None
-    return pairs
-
-
-def _element_line(text: str, decoder: json.JSONDecoder, wanted: int) -> int | None:
-    position = text.index("[") + 1
-    for index in range(wanted + 1):
-        while position < len(text) and text[position] in " \t\r\n,":
-            position += 1
-        if index == wanted:
-            return text.count("\n", 0, position) + 1
-        try:
-            _, position = decoder.raw_decode(text, position)
-        except ValueError:
-            return None
-    return None
-
-
-def _from_csv(text: str, source: str) -> list[Pair]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except (StopIteration, csv.Error):
-        raise InputError("no header row", source=source, line=1) from None
-    columns = [name.strip() for name in header]
-    missing = [name for name in FIELDS if name not in columns]
-    if missing:
-        raise InputError(
-            f"CSV header must name instruction and generation; found {columns}",
-            source=source,
-            line=1,
-            field=missing[0],
-        )
-    positions = [columns.index(name) for name in FIELDS]
-    others = [(i, name) for i, name in enumerate(columns) if name not in FIELDS and name]
-    pairs = []
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise InputError(f"malformed CSV: {exc}", source=source, line=start) from None
-        if row and any(cell.strip() for cell in row):
-            if len(row) != len(columns):
+            if source.kind == "json":  # a position is the element's number: name its line
+                line = formats.element_line(source.path, position)
                 raise InputError(
-                    f"expected {len(columns)} columns, got {len(row)}", source=source, line=start
-                )
-            extra = extra_fields({name: row[i] for i, name in others}) if others else None
-            pairs.append(Pair(row[positions[0]], row[positions[1]], extra))
-        start = reader.line_num + 1
+                    exc.message, source=source.source, line=line, field=exc.field
+                ) from None
+            raise
+
+
+def load_pairs(
+    path: str, *, stdin: BinaryIO | None = None, mapping: ColumnMap | None = None
+) -> list[Pair]:
+    """Every pair of a file in memory (small inputs, the demo, the Python API)."""
+    if path == "-":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ibt-stdin-") as spool:
+            spooled = str(formats.spool_stdin(Path(spool), stdin))
+            source = InputSource(spooled, "<stdin>", mapping or ColumnMap(), "")
+            source = InputSource(spooled, "<stdin>", source.mapping, _kind(spooled, "<stdin>"))
+            return _all(source)
+    source = InputSource.open(path, mapping)
+    return _all(source)
+
+
+def _all(source: InputSource) -> list[Pair]:
+    source.check_columns()
+    pairs = list(iter_pairs(source))
+    if not pairs:
+        raise InputError("no pairs found", source=source.source)
     return pairs
+
+
+@dataclass
+class Scan:
+    """What the validating pass learnt, without keeping a text: how many rows, which rows
+    repeat an earlier pair (row → that pair's first row), and the last row that needs each
+    repeated pair's verdict (so a streamed output can drop it from Redis after that row)."""
+
+    rows: int
+    unique: int
+    duplicates: dict[int, int]
+    last_use: dict[int, int]
+    with_extra: bool
+
+
+def scan(source: InputSource) -> Scan:
+    """Validate every row of ``source`` in one streaming pass (see ``Scan``).
+
+    Memory: 16 bytes per row for the digests, then numpy's sort; texts are dropped as read.
+    """
+    import numpy as np
+
+    source.check_columns()
+    chunks: list[np.ndarray] = []
+    buffer = bytearray()
+    with_extra = False
+    rows = 0
+    for pair in iter_pairs(source):
+        buffer += pair.digest()
+        with_extra = with_extra or pair.extra is not None
+        rows += 1
+        if len(buffer) >= 16 * 65536:
+            chunks.append(np.frombuffer(bytes(buffer), dtype="V16"))
+            buffer.clear()
+    if not rows:
+        raise InputError("no pairs found", source=source.source)
+    chunks.append(np.frombuffer(bytes(buffer), dtype="V16"))
+    digests = np.concatenate(chunks)
+    del chunks, buffer
+    duplicates, last_use, unique = _repeats(digests)
+    return Scan(rows, unique, duplicates, last_use, with_extra)
+
+
+def _repeats(digests: np.ndarray) -> tuple[dict[int, int], dict[int, int], int]:
+    import numpy as np
+
+    order = np.argsort(digests, kind="stable")
+    ordered = digests[order]
+    starts = np.ones(len(ordered), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    unique = int(starts.sum())
+    if unique == len(digests):
+        return {}, {}, unique
+    group = np.cumsum(starts) - 1
+    first = order[starts][group]  # stable sort: a group's first element is its first row
+    repeated = np.nonzero(first != order)[0]
+    duplicates = {int(order[i]): int(first[i]) for i in repeated}
+    last_use: dict[int, int] = {}
+    for row, head in duplicates.items():
+        if row > last_use.get(head, -1):
+            last_use[head] = row
+    return duplicates, last_use, unique

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -13,12 +14,13 @@ import redis
 from celery import Celery
 
 from producer.checks import check_budget
+from producer.feeding import JobInput, store_duplicates
 from producer.inputs import Pair
-from producer.publish import Outgoing, publish_chord
-from workers import budget, jobstate
+from workers import budget, feeding, input_chunks, jobstate
+from workers.closing import collect_task_id, send_collect
 from workers.errors import IbtError
-from workers.models import COLLECT_QUEUE, ModelSpec
-from workers.records import ScoreRequest
+from workers.feeding import Feeder, FeederBusy, Options
+from workers.models import ModelSpec
 from workers.settings import get_settings
 
 
@@ -60,13 +62,9 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def collect_task_id(job: str) -> str:
-    return f"ibt-{job}-collect"
-
-
 def submit(
     app: Celery,
-    pairs: Sequence[Pair],
+    pairs: Sequence[Pair] | JobInput,
     specs: Sequence[ModelSpec],
     *,
     job: str | None = None,
@@ -76,7 +74,33 @@ def submit(
     max_cost: float | None = None,
     batch: bool | None = None,
 ) -> str:
-    """Enqueue one task per (pair, model) on the model's queue, joined by the collect chord.
+    """Enqueue one task per (pair, model) on the model's queue, all at once (no window)."""
+    feeder = start(
+        app,
+        pairs,
+        specs,
+        job=job,
+        options=Options(use_cache, structured, False, batch, keep_extra),
+        max_cost=max_cost,
+        window=None,
+    )
+    return feeder.job
+
+
+def start(
+    app: Celery,
+    pairs: Sequence[Pair] | JobInput,
+    specs: Sequence[ModelSpec],
+    *,
+    job: str | None = None,
+    options: Options | None = None,
+    max_cost: float | None = None,
+    window: int | None,
+    on_cluster: bool = False,
+) -> Feeder:
+    """Register a job and feed it: everything now (``window`` None), or its first window,
+    returning the feeder that tops it up (``wait(feeder=...)``). ``on_cluster`` (``--no-wait``
+    with a window) leaves the input in Redis and the feeding to the cluster.
 
     Everything is validated before this is called, so a job is either fully sent or, if the
     broker fails mid-way, marked ``failed`` in its state; nothing is half-enqueued silently.
@@ -84,22 +108,14 @@ def submit(
     first task is sent (check_budget refuses a cap on a model without a price).
     """
     check_budget(specs, max_cost)
+    data = pairs if isinstance(pairs, JobInput) else JobInput.from_pairs(pairs)
+    options = options or Options()
+    if options.batch or any(spec.batch for spec in specs):
+        window = None  # provider batches of up to 50,000 items: fed whole (README)
     job = job or new_job_id()
     settings = get_settings()
     client = jobstate.client_for_url(app.conf.result_backend)
     models = [spec.name for spec in specs]
-    # Identical pairs are judged once per model; the callback copies the verdict to every row.
-    first_row: dict[tuple[str, str], int] = {}
-    rows = [first_row.setdefault(pair.texts, row) for row, pair in enumerate(pairs)]
-    jobstate.register(
-        client,
-        job,
-        models=models,
-        pairs=len(pairs),
-        unique=len(first_row),
-        expires=settings.result_expires,
-        extra={"collect_id": collect_task_id(job)},
-    )
     capped = budget.open_budget(
         client,
         job,
@@ -107,45 +123,73 @@ def submit(
         model_caps={s.name: s.max_cost for s in specs if s.max_cost is not None},
         expires=settings.result_expires,
     )
-    if capped:
-        client.hset(jobstate.meta_key(job), "budget", "1")
-    if len(first_row) < len(pairs):
-        client.set(jobstate.rows_key(job), json.dumps(rows), ex=settings.result_expires)
-    if keep_extra:
-        extras = ((row, p.extra) for row, p in enumerate(pairs) if p.extra)
-        jobstate.store_extra(client, job, extras, settings.result_expires)
-    callback = app.signature(
-        "ibt.collect",
-        kwargs={"job": job, "models": models},
-        task_id=collect_task_id(job),
-        queue=COLLECT_QUEUE,
-        argsrepr=f"job={job}",
+    options.budget = capped
+    # Identical pairs are judged once per model; each row then carries its first row's verdict.
+    jobstate.register(
+        client,
+        job,
+        models=models,
+        pairs=data.rows,
+        unique=data.unique,
+        expires=settings.result_expires,
+        extra={"collect_id": collect_task_id(job), "window": window or 0},
     )
-
-    def outgoing() -> Iterator[Outgoing]:
-        for index in first_row.values():
-            pair = pairs[index]
-            for spec in specs:
-                request = ScoreRequest(
-                    job,
-                    index,
-                    spec.name,
-                    pair.instruction,
-                    pair.generation,
-                    use_cache=use_cache,
-                    structured=structured,
-                    budget=capped,
-                    batch=batch,
-                )
-                yield Outgoing(request.task_id, spec.queue, request.to_message(), request.summary())
-
+    fields = {"options": options.to_json(), "nmodels": len(models)}
+    if capped:
+        fields["budget"] = "1"
+    client.hset(jobstate.meta_key(job), mapping=fields)  # type: ignore[arg-type]
+    store_duplicates(client, job, data, settings.result_expires)
+    feeder = Feeder(
+        app,
+        client,
+        job,
+        data.feed_rows,
+        models,
+        options,
+        rows=data.rows,
+        unique=data.unique,
+        window=window,
+    )
+    if not feeder.claim():
+        raise FeederBusy(f"job {job} is being fed by another live process")
     try:
-        publish_chord(app, outgoing(), len(first_row) * len(specs), callback, group_id=job)
+        if on_cluster and window is not None:
+            input_chunks.upload(client, job, data.feed_rows(0), settings.result_expires)
+            client.hset(jobstate.meta_key(job), mapping={"feed": "cluster", "status": "running"})
+            feeder.release()
+            feeding.ask_cluster_to_feed(app, job)
+            return feeder
+        jobstate.set_status(client, job, "running")
+        if window is None:
+            feeder.feed_all()
+            feeder.release()
+        else:
+            feeder.top_up()
     except Exception:
         jobstate.set_status(client, job, "failed", error="submission to the broker failed")
         raise
-    jobstate.set_status(client, job, "running")
-    return job
+    return feeder
+
+
+def resume_feeding(app: Celery, job: str, data: JobInput, specs: Sequence[ModelSpec]) -> Feeder:
+    """Go on feeding ``job`` from its cursor (its feeder died); FeederBusy if one lives."""
+    client = jobstate.client_for_url(app.conf.result_backend)
+    meta = jobstate.read_meta(client, job) or {}
+    feeder = Feeder(
+        app,
+        client,
+        job,
+        data.feed_rows,
+        [spec.name for spec in specs],
+        Options.from_json(meta.get("options")),
+        rows=data.rows,
+        unique=data.unique,
+        window=int(meta.get("window", 0)) or None,
+    )
+    # A killed producer's lease lapses within LEASE_SECONDS of its last poll.
+    if not feeder.claim(wait=feeding.LEASE_SECONDS + 1):
+        raise FeederBusy(f"job {job} is being fed by another live process; let it finish")
+    return feeder
 
 
 def backend_without_subscriptions(app: Celery) -> None:
@@ -176,20 +220,54 @@ def wait(
     on_progress: ProgressCallback | None = None,
     check_alive: Callable[[], None] | None = None,
     poll_interval: float = 0.5,
+    feeder: Feeder | None = None,
+    on_poll: Callable[[jobstate.JobProgress], object] | None = None,
 ) -> JobResult:
     """Block until ``job`` is done and return its result.
 
     ``check_alive`` raises when the processes serving the job died (embedded mode), so a
-    dead stack gives an error instead of a hang.
+    dead stack gives an error instead of a hang. ``feeder`` tops the job's window up at
+    each poll; ``on_poll`` (the streamed output) runs after it.
     """
     client = jobstate.client_for_url(app.conf.result_backend)
+    try:
+        return _wait(app, client, job, on_progress, check_alive, poll_interval, feeder, on_poll)
+    finally:
+        if feeder is not None:
+            with contextlib.suppress(Exception):
+                feeder.release()
+
+
+def _wait(  # type: ignore[no-untyped-def]
+    app, client, job, on_progress, check_alive, poll_interval, feeder, on_poll
+) -> JobResult:
     started = time.monotonic()
+    complete_since: float | None = None
+    last_done, moved = -1, time.monotonic()
     while True:
         snapshot = jobstate.progress(client, job)
         if snapshot is None:
             raise JobFailed(f"job {job} is unknown to this broker (or has expired)")
+        if snapshot.done != last_done:
+            last_done, moved = snapshot.done, time.monotonic()
+        elif time.monotonic() - moved > 10 and snapshot.status == "running":
+            # A --no-wait job feeds itself from its completions; if none came for a while
+            # (its last feed request was lost with a worker, say), ask once more.
+            if (jobstate.read_meta(client, job) or {}).get("feed") == "cluster":
+                feeding.ask_cluster_to_feed(app, job)
+            moved = time.monotonic()
+        if feeder is not None and feeder.top_up(snapshot):
+            snapshot = jobstate.progress(client, job) or snapshot
         if on_progress is not None:
             on_progress(snapshot)
+        if on_poll is not None:
+            on_poll(snapshot)
+        if snapshot.status not in ("done", "cancelled") and jobstate.all_reported(client, job):
+            # The worker that saw the last item sends collect; if none has closed the job a
+            # few seconds later (it died in between, say), this does.
+            complete_since = complete_since or time.monotonic()
+            if time.monotonic() - complete_since > 5:
+                send_collect(app, client, job)
         if snapshot.status in ("done", "cancelled"):
             result = fetch(app, job)
             if result is not None:
@@ -198,7 +276,8 @@ def wait(
             raise JobFailed(f"job {job} failed at submission")
         if check_alive is not None:
             check_alive()
-        time.sleep(poll_delay(time.monotonic() - started, poll_interval))
+        interval = poll_interval if feeder is None or feeder.finished else poll_interval / 2
+        time.sleep(poll_delay(time.monotonic() - started, interval))
 
 
 def cancel(app: Celery, job: str, specs: Sequence[ModelSpec], *, workers_stay: bool) -> None:
@@ -212,10 +291,24 @@ def cancel(app: Celery, job: str, specs: Sequence[ModelSpec], *, workers_stay: b
 
     client = jobstate.client_for_url(app.conf.result_backend)
     cancellation.request_cancel(client, job, get_settings().result_expires)
+    stop_feeding(app, client, job)
     if workers_stay:
         wake(app, client, job, [spec.name for spec in specs])
     else:
         cancel_open_batches(client, job, specs)
+
+
+def stop_feeding(app: Celery, client: redis.Redis, job: str) -> None:
+    """After a cancel: a windowed job must stop being fed and close on what was sent. A live
+    feeder sees the flag itself; a cluster-fed job's feed task is woken to see it; a job
+    whose feeder is gone (its producer died) is closed from here."""
+    meta = jobstate.read_meta(client, job) or {}
+    if meta.get("feed") == "cluster":
+        feeding.ask_cluster_to_feed(app, job)
+    elif int(meta.get("cursor", 0)) < int(meta.get("pairs", 0)) and not client.exists(
+        feeding.feeder_key(job)
+    ):
+        feeding.stop_feeding(app, client, job)
 
 
 def poll_delay(elapsed: float, longest: float) -> float:

@@ -1,4 +1,4 @@
-"""Writes the documented list: JSON (``.json``), JSON Lines (``.jsonl``) or stdout.
+"""Writes the documented list: JSON (``.json``), JSON Lines (``.jsonl``), Parquet or stdout.
 
 The destination is checked before a job starts (``check_output``), so a wrong extension or
 an output that would overwrite the input costs nothing.
@@ -18,7 +18,8 @@ from workers.errors import InputError
 
 JSON_SUFFIXES = (".json",)
 LINES_SUFFIXES = (".jsonl", ".ndjson")
-WRITABLE = JSON_SUFFIXES + LINES_SUFFIXES
+PARQUET_SUFFIXES = (".parquet",)
+WRITABLE = JSON_SUFFIXES + LINES_SUFFIXES + PARQUET_SUFFIXES
 
 
 def is_stdout(path: str | None) -> bool:
@@ -38,14 +39,10 @@ def check_output(
     assert path is not None
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix == ".parquet":
-        raise InputError(
-            "Parquet output is not supported yet; write .json or .jsonl", source=path, field=flag
-        )
     if suffix not in WRITABLE:
         raise InputError(
-            f"unknown output extension '{suffix or '(none)'}'; use .json (a JSON array) or "
-            ".jsonl (JSON Lines), or - for stdout",
+            f"unknown output extension '{suffix or '(none)'}'; use .json (a JSON array), "
+            ".jsonl (JSON Lines), .parquet, or - for stdout",
             source=path,
             field=flag,
         )
@@ -93,6 +90,10 @@ def write_results(results: Iterable[dict[str, Any]], path: str | None) -> int:
     assert path is not None
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() in PARQUET_SUFFIXES:
+        from producer.formats import write_parquet
+
+        return write_parquet(iter(results), target)
     lines = target.suffix.lower() in LINES_SUFFIXES
     mode = _default_mode(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)

@@ -13,7 +13,7 @@ from workers import jobstate, tasks
 MODELS = ["gpt-a", "claude-b"]
 
 
-def report(client: redis.Redis, job: str, index: int, model: str, reasoning: str) -> bool:
+def report(client: redis.Redis, job: str, index: int, model: str, reasoning: str) -> int:
     record = {
         "reasoning": reasoning,
         "score": "4",
@@ -37,46 +37,52 @@ def report(client: redis.Redis, job: str, index: int, model: str, reasoning: str
 
 def test_a_record_is_kept_and_counted_once_tokens_always(valkey: ValkeyProcess) -> None:
     client = jobstate.client_for_url(valkey.url)
-    assert report(client, "once", 0, "gpt-a", "first") is True
-    assert report(client, "once", 0, "gpt-a", "redelivered") is False
+    assert report(client, "once", 0, "gpt-a", "first") & 1
+    assert not report(client, "once", 0, "gpt-a", "redelivered") & 1
     stored = json.loads(str(client.hget(jobstate.records_key("once", "gpt-a"), "0")))
     assert stored["reasoning"] == "first"
     stats = client.hgetall(jobstate.stats_key("once"))
     assert stats["gpt-a:done"] == "1" and stats["gpt-a:in"] == "20"
 
 
-def test_collect_closes_the_job_and_fills_a_missing_row(
+def test_the_job_closes_from_its_counters_once_every_item_reported(
     valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = jobstate.client_for_url(valkey.url)
     job = "closing"
     jobstate.register(client, job, models=MODELS, pairs=3, unique=2, expires=600, extra={})
-    client.set(jobstate.rows_key(job), json.dumps([0, 1, 0]))  # row 2 repeats row 0's pair
-    outcomes = []
-    for index, model in [(0, "gpt-a"), (0, "claude-b"), (1, "gpt-a")]:  # (1, claude-b) lost
+    client.hset(jobstate.dups_key(job), "2", "0")  # row 2 repeats row 0's pair
+    replies = [
         report(client, job, index, model, f"r{index}{model}")
-        outcomes.append([index, model, 1, None, False, 10, 5])
-    outcomes.append(outcomes[0])  # a duplicate delivery counts once
+        for index, model in [(0, "gpt-a"), (0, "claude-b"), (1, "gpt-a")]
+    ]
+    assert not any(jobstate.completes(r) for r in replies)
     monkeypatch.setattr(tasks, "_redis", lambda: client)
+    early = tasks.collect.run(job=job)  # sent too early (a stray copy): the job stays open
+    assert early.get("open") and jobstate.progress(client, job).status != "done"  # type: ignore[union-attr]
+    rows = list(jobstate.iter_records(client, job))
+    assert rows[3]["error"].startswith("lost")  # (1, claude-b) has not reported yet
 
-    closed = tasks.collect.run(outcomes, job, MODELS)
+    last = report(client, job, 1, "claude-b", "r1claude-b")
+    again = report(client, job, 1, "claude-b", "redelivered")  # the last task, redelivered
+    assert jobstate.completes(last) and jobstate.completes(again) and not again & 1
+    closed = tasks.collect.run(job=job)
 
     summary = closed["summary"]
-    assert summary["lost"] == 1 and summary["rows"] == 3 and summary["duplicates"] == 1
+    assert summary["rows"] == 3 and summary["duplicates"] == 1
     assert summary["models"]["gpt-a"]["items"] == 2
-    assert summary["models"]["claude-b"]["items"] == 1
-    assert "results" not in closed
+    assert summary["models"]["claude-b"]["items"] == 2
     assert jobstate.progress(client, job).status == "done"  # type: ignore[union-attr]
     rows = list(jobstate.iter_records(client, job))
     assert [(r["instruction"], r["model"]) for r in rows] == [
         ("q0", "gpt-a"),
         ("q0", "claude-b"),
         ("q1", "gpt-a"),
-        (None, "claude-b"),
+        ("q1", "claude-b"),
         ("q0", "gpt-a"),
         ("q0", "claude-b"),
     ]
-    assert rows[3]["error"].startswith("lost")
+    assert rows[3]["reasoning"] == "r1claude-b"
     assert rows[4] == rows[0]
 
 

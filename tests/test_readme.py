@@ -19,8 +19,9 @@ fails with a message saying so. The rules, by language:
   sets a variable for the lines after it, placeholders (``PASSWORD``, ``redis-host:6379``)
   replaced by the test Valkey's; ``JOB`` is the id the last ``--no-wait`` line printed, and
   that job is awaited (its block's own workers finish it) before any line but ``ibt status``;
-  ``> FILE`` writes stdout to FILE; ``pairs.jsonl``, which the README takes for granted, is
-  a copy of ``producer/examples/demo_pairs.jsonl``. Servers (``ibt worker``, ``ibt flower``)
+  ``> FILE`` writes stdout to FILE; ``pairs.jsonl`` and ``alpaca.jsonl``, which the README
+  takes for granted, are copies of ``producer/examples/demo_pairs.jsonl`` and
+  ``alpaca_sample.jsonl``. Servers (``ibt worker``, ``ibt flower``)
   count as run once they answer (a Celery ping; Flower's API with the line's basic auth) and
   are stopped at the end of their block. Every other line must exit 0.
 - no language: prose (the architecture diagram), not run.
@@ -71,7 +72,10 @@ PROSE, RULES = "", ("json", "toml", "python", "bash")
 DOCUMENTED_KEYS = ["reasoning", "score", "instruction", "generation", "model"]
 SCORES = {"1", "2", "3", "4", "5"}
 # Files the README's commands take for granted; created in the working directory first.
-GIVEN_FILES = {"pairs.jsonl": ROOT / "producer" / "examples" / "demo_pairs.jsonl"}
+GIVEN_FILES = {
+    "pairs.jsonl": ROOT / "producer" / "examples" / "demo_pairs.jsonl",
+    "alpaca.jsonl": ROOT / "producer" / "examples" / "alpaca_sample.jsonl",
+}
 LINE_TIMEOUT = 60.0
 SERVER_TIMEOUT = 30.0
 VALKEY_PASSWORD = "readme-test-pw"

@@ -41,9 +41,9 @@ def records_key(job: str, model: str) -> str:
     return f"{PREFIX}{job}:records:{model}"
 
 
-def rows_key(job: str) -> str:
-    """Row → first row with the same pair; present only when the input has duplicates."""
-    return f"{PREFIX}{job}:rows"
+def dups_key(job: str) -> str:
+    """Row → the first row with the same pair, for the rows that repeat one (a hash)."""
+    return f"{PREFIX}{job}:dups"
 
 
 def extra_key(job: str) -> str:
@@ -163,8 +163,9 @@ def record_outcome(
     cost: int = 0,
     usage_once: bool = False,
     pipe: redis.client.Pipeline | None = None,
-) -> bool:
-    """Mark (index, model) finished with ``record`` (public JSON); True the first time.
+) -> int:
+    """Mark (index, model) finished with ``record`` (public JSON): bit 1 set the first time,
+    bit 2 once every item of the job has reported (see ``completes``).
 
     Counts and keeps the record once; usage (tokens, ``cost`` in nano-dollars) on every
     report, or only the first with ``usage_once`` (a batch result read again was paid once).
@@ -172,43 +173,43 @@ def record_outcome(
     worker sends it with its other end-of-task writes in one round trip.
     """
     outcome = "e" if error else "c" if cached else "o"
-    keys = [records_key(job, model), stats_key(job)]
+    keys = [records_key(job, model), stats_key(job), meta_key(job), f"{PREFIX}{job}:feed-pending"]
     args = [index, outcome, model, input_tokens, output_tokens, expires, record, attempts]
     args.append((error_kind or "error") if error else "")
     args += [cost, "1" if usage_once else "0"]
     if pipe is not None:
         queue_script(pipe, "record_outcome", keys, args)
-        return False
-    return bool(script(client, "record_outcome")(keys=keys, args=args))
+        return 0
+    return int(script(client, "record_outcome")(keys=keys, args=args))
 
 
-def job_rows(client: redis.Redis, job: str, pairs: int) -> list[int]:
-    """Row → the row whose verdict it carries (itself unless its pair came earlier)."""
-    raw = client.get(rows_key(job))
-    return json.loads(str(raw)) if raw else list(range(pairs))
+def completes(outcome: Any) -> bool:
+    """Whether a ``record_outcome`` result says the job has every item now."""
+    return isinstance(outcome, int) and bool(outcome & 2)
 
 
-def missing_records(
-    client: redis.Redis, job: str, models: list[str], rows: list[int]
-) -> list[tuple[int, str]]:
-    """(index, model) of every judged pair that has no record: what the output would lack.
+def wants_feed(outcome: Any) -> bool:
+    """Whether a ``record_outcome`` result asks for the job's window to be topped up."""
+    return isinstance(outcome, int) and bool(outcome & 4)
 
-    A hash holds only judged indices, so a full one (the usual case) is settled by its
-    length, without reading the records back.
-    """
-    firsts = sorted(set(rows))
-    missing = []
-    for model in models:
-        if int(client.hlen(records_key(job, model))) >= len(firsts):  # type: ignore[arg-type]
-            continue
-        for start in range(0, len(firsts), READ_BATCH):
-            batch = firsts[start : start + READ_BATCH]
-            with client.pipeline(transaction=False) as pipe:
-                for index in batch:
-                    pipe.hexists(records_key(job, model), str(index))
-                present = pipe.execute()
-            missing += [(i, model) for i, p in zip(batch, present, strict=True) if not p]
-    return missing
+
+def all_reported(client: redis.Redis, job: str) -> bool:
+    """Every item of ``job`` has its record (the counters say so)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hget(stats_key(job), "all:done")
+        pipe.hget(meta_key(job), "total")
+        done, total = pipe.execute()
+    return total is not None and int(done or 0) >= int(total)
+
+
+def first_rows(client: redis.Redis, job: str, start: int, stop: int) -> list[int]:
+    """For rows ``start``..``stop``-1: the row whose verdict each carries (itself, unless its
+    pair came earlier in the input)."""
+    rows = list(range(start, stop))
+    if not client.exists(dups_key(job)):
+        return rows
+    heads: list[Any] = client.hmget(dups_key(job), [str(row) for row in rows])  # type: ignore[arg-type,assignment]
+    return [int(head) if head is not None else row for row, head in zip(rows, heads, strict=True)]
 
 
 def iter_records(client: redis.Redis, job: str) -> Iterator[dict[str, Any]]:
@@ -218,27 +219,64 @@ def iter_records(client: redis.Redis, job: str) -> Iterator[dict[str, Any]]:
     a whole job's list (10^5 rows x 2 models wrote 160 MB of JSON Lines in bench/scale.py).
     """
     meta = read_meta(client, job) or {}
+    rows = int(meta.get("pairs", 0))
+    for start in range(0, rows, READ_BATCH):
+        for row in read_rows(client, job, meta, start, min(rows, start + READ_BATCH)):
+            yield from row.records
+
+
+@dataclass
+class Row:
+    """One input row's output records (one per model), and the row whose verdicts they are."""
+
+    row: int
+    head: int
+    records: list[dict[str, Any]]
+    complete: bool
+
+
+def read_rows(
+    client: redis.Redis, job: str, meta: dict[str, str], start: int, stop: int
+) -> list[Row]:
+    """Rows ``start``..``stop``-1 with their records as far as they exist. A missing record
+    is ``lost_record`` (incomplete), or ``cancelled`` for a pair a cancelled job never fed."""
     models: list[str] = json.loads(meta.get("models", "[]"))
-    rows = job_rows(client, job, int(meta.get("pairs", 0)))
+    feed_end = int(meta["feed_end"]) if "feed_end" in meta else None
+    heads = first_rows(client, job, start, stop)
     with_extra = meta.get("extra") == "1"
-    for start in range(0, len(rows), READ_BATCH):
-        batch = rows[start : start + READ_BATCH]
-        with client.pipeline(transaction=False) as pipe:
-            for model in models:
-                pipe.hmget(records_key(job, model), batch)  # type: ignore[arg-type]
-            if with_extra:
-                pipe.hmget(extra_key(job), list(range(start, start + len(batch))))
-            columns = pipe.execute()
-        extras = columns.pop() if with_extra else [None] * len(batch)
-        for position in range(len(batch)):
-            raw_extra = extras[position]
-            extra = json.loads(raw_extra) if raw_extra else None
-            for model, column in zip(models, columns, strict=True):
-                raw = column[position]
-                record = json.loads(raw) if raw is not None else lost_record(model)
-                if extra:
-                    record.update(extra)
-                yield record
+    with client.pipeline(transaction=False) as pipe:
+        for model in models:
+            pipe.hmget(records_key(job, model), heads)  # type: ignore[arg-type]
+        if with_extra:
+            pipe.hmget(extra_key(job), list(range(start, stop)))
+        columns = pipe.execute()
+    extras = columns.pop() if with_extra else [None] * len(heads)
+    out = []
+    for position, head in enumerate(heads):
+        raw_extra = extras[position]
+        extra = json.loads(raw_extra) if raw_extra else None
+        records = []
+        complete = True
+        for model, column in zip(models, columns, strict=True):
+            raw = column[position]
+            if raw is not None:
+                record = json.loads(raw)
+            elif feed_end is not None and head >= feed_end:
+                record = never_fed_record(model)
+            else:
+                record = lost_record(model)
+                complete = False
+            if extra:
+                record.update(extra)
+            records.append(record)
+        out.append(Row(start + position, head, records, complete))
+    return out
+
+
+def never_fed_record(model: str) -> dict[str, Any]:
+    """A row of a cancelled job whose pair was never sent (windowed submission stopped)."""
+    error = "cancelled: the job was cancelled before this pair was sent"
+    return {**lost_record(model), "error": error}
 
 
 def store_extra(

@@ -13,7 +13,17 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
-from workers import budget, cache, cancellation, claims, jobstate, pricing, ratelimit
+from workers import (
+    budget,
+    cache,
+    cancellation,
+    claims,
+    closing,
+    feeding,
+    jobstate,
+    pricing,
+    ratelimit,
+)
 from workers.app import app
 from workers.batch import buffering
 from workers.errors import ConfigError, ProviderError
@@ -157,7 +167,11 @@ def score(self: Task, message: dict[str, Any]) -> None:
         if key is not None:
             cache.settle(client, key, owner, cache_value(record), settings.cache_ttl, pipe=pipe)
         finish(request, record, started, pipe)
-        pipe.execute()
+        replies = pipe.execute()
+    if jobstate.completes(replies[-1]):
+        closing.send_collect(app, client, request.job)
+    elif jobstate.wants_feed(replies[-1]):
+        feeding.ask_cluster_to_feed(app, request.job)
 
 
 # Up to this long a worker thread waits for rate-limit capacity itself (its queue serves only
@@ -289,24 +303,20 @@ def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: 
 
 
 @app.task(name="ibt.collect", bind=True, acks_late=True)
-def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dict[str, Any]:
-    """Chord callback: close the job once every (pair, model) has reported.
+def collect(self: Task, *_: Any, job: str, models: list[str] | None = None) -> dict[str, Any]:
+    """Close the job once every (pair, model) has reported (see workers/closing.py).
 
     The records are already in the job's records hashes (one per model, keyed by pair
-    index), where the producer streams the documented list from, and their counts in the
-    job's stats; the chord carries nothing per task (``outcomes`` is a list of None), so
-    nothing here grows with the job beyond its row map.
+    index), where the output streams from, and their counts in the job's stats, so nothing
+    here reads a record: it writes the summary from the counters and marks the job done.
+    Idempotent: sent by whoever saw the last item, perhaps more than once.
     """
     client = _redis()
     snapshot = jobstate.progress(client, job)
-    pairs = snapshot.pairs if snapshot is not None else 0
-    rows = jobstate.job_rows(client, job, pairs)
-    # A complete chord always has every record; never let a row go silently all the same.
-    lost = jobstate.missing_records(client, job, models, rows)
-    for index, model in lost:
-        record = jobstate.lost_record(model)
-        client.hsetnx(jobstate.records_key(job, model), str(index), json.dumps(record))
-    per_model = snapshot.per_model if snapshot is not None else {}
+    if snapshot is None or not jobstate.all_reported(client, job):
+        return {"job": job, "summary": {}, "open": True}  # early: the last item sends again
+    models = snapshot.models
+    per_model = snapshot.per_model
     entries = {model: per_model[model].summary() for model in models if model in per_model}
     for model, entry in entries.items():
         if not pricing.known_cost(registry(), model):
@@ -314,12 +324,18 @@ def collect(self: Task, outcomes: list[Any], job: str, models: list[str]) -> dic
     summary: dict[str, Any] = {
         "models": entries,
         "items": sum(entry.done for entry in per_model.values()),
-        "rows": len(rows),
-        "duplicates": sum(1 for row, first in enumerate(rows) if row != first),
-        "lost": len(lost),
+        "rows": snapshot.pairs,
+        "duplicates": snapshot.pairs - snapshot.unique,
+        "lost": 0,
     }
-    if snapshot is not None and snapshot.budget_raw:
+    if snapshot.budget_raw:
         summary["budget"] = budget.parse(snapshot.budget_raw).as_dict()
     status = "cancelled" if cancellation.is_cancelled(client, job) else "done"
     jobstate.set_status(client, job, status, finished=time.time(), summary=json.dumps(summary))
     return {"job": job, "summary": summary}
+
+
+@app.task(name="ibt.feed", bind=True, acks_late=True, ignore_result=True)
+def feed(self: Task, job: str) -> None:
+    """Top up a ``--no-wait`` job's window from its input in Redis (workers/feeding.py)."""
+    feeding.feed_on_cluster(app, _redis(), job)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
@@ -24,11 +23,6 @@ def batching(spec: ModelSpec, request: ScoreRequest) -> bool:
     return wanted and not request.online
 
 
-def chord_key(job: str) -> str:
-    """The job's chord callback, stored once: batch results close chord parts with it."""
-    return f"ibt:job:{job}:chord"
-
-
 def max_items(spec: ModelSpec) -> int:
     limit = LIMITS[spec.provider][0]
     return min(spec.batch_max_requests or limit, limit)
@@ -44,8 +38,7 @@ def buffer(
     """Buffer ``request`` for a batch and return None, or return the record of an item that
     is not sent (not worth a call, or over the budget). Raises budget.BudgetWait.
 
-    ``task`` is the score task's Celery request: its id, group and chord let a batch result
-    close the task's chord part later, as if the task itself had finished.
+    ``task`` is the score task's Celery request: its id names the item's online retry.
     """
     refused = unjudgeable(request, spec)
     if refused is not None:
@@ -59,10 +52,6 @@ def buffer(
         if refused is not None:
             return refused
     settings = get_settings()
-    if task.chord:
-        client.set(
-            chord_key(request.job), json.dumps(task.chord), nx=True, ex=settings.result_expires
-        )
     item = {
         "request": request.to_message(),
         "task": {"id": task.id, "group": task.group, "group_index": task.group_index},

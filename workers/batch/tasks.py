@@ -10,13 +10,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any
 
 import redis
 from celery import Task
 
-from workers import budget, cache, cancellation, claims, jobstate
+from workers import budget, cache, cancellation, claims, closing, jobstate
 from workers.app import app
 from workers.batch import buffering
 from workers.batch.lane import Lane, custom_id, item_of, model_key, new_batch_id
@@ -312,18 +311,13 @@ def retry_item(
     jobstate.record_retry(client, request.job, request.model, settings.result_expires)
     again = replace(request, attempt=request.attempt + 1)
     if spec.batch_fallback == "online":
-        # Published with the task's own identity, so the online task closes its chord part.
-        # Sent before the item leaves the lane: a crash in between sends it twice, and the
-        # verdict cache's claim keeps the second from paying again.
-        task = item["task"]
-        chord = client.get(buffering.chord_key(request.job))
+        # Published with the task's own identity; its record closes the job if it is the
+        # last. Sent before the item leaves the lane: a crash in between sends it twice, and
+        # the verdict cache's claim keeps the second from paying again.
         app.send_task(
             "ibt.score",
             args=[replace(again, online=True).to_message()],
-            task_id=task["id"],
-            group_id=task["group"],
-            group_index=task["group_index"],
-            chord=json.loads(str(chord)) if chord else None,
+            task_id=item["task"]["id"],
             queue=spec.queue,
             ignore_result=True,
         )
@@ -388,9 +382,9 @@ def cancelled_of(item: dict[str, Any]) -> dict[str, Any]:
 
 class Finisher:
     """Writes finished items a chunk at a time: records, cache and budget in one round
-    trip, then the chord parts, then the items leave the lane in one round trip. That order
-    makes a repeat after a crash at any point harmless (records are first-report-wins,
-    usage and budget count once, a chord part counts once per task)."""
+    trip, then the job is closed if that was its last item, then the items leave the lane
+    in one round trip. That order makes a repeat after a crash at any point harmless
+    (records are first-report-wins, usage and budget count once, collect is idempotent)."""
 
     CHUNK = 500
 
@@ -399,7 +393,6 @@ class Finisher:
         self.lane = lane
         self.bid = bid
         self.entries: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        self.chord: dict[str, Any] | None = None
 
     def add(self, cid: str, item: dict[str, Any], record: dict[str, Any]) -> None:
         self.entries.append((cid, item, record))
@@ -415,26 +408,13 @@ class Finisher:
             for _, item, record in entries:
                 write_record(client, pipe, item, record, settings)
             pipe.execute()
-        for _, item, _ in entries:
-            self.close_chord_part(item["task"])
+        if jobstate.all_reported(client, self.lane.job):
+            closing.send_collect(app, client, self.lane.job)
         with client.pipeline(transaction=False) as pipe:
             for cid, _, _ in entries:
                 keys = [self.lane.where, self.lane.items]
                 jobstate.queue_script(pipe, "batch_release", keys, [cid, self.bid])
             pipe.execute()
-
-    def close_chord_part(self, task: dict[str, Any]) -> None:
-        """What Celery does when a chord's header task finishes, for a task whose result
-        came from a batch."""
-        if self.chord is None:
-            raw = self.client.get(buffering.chord_key(self.lane.job))
-            if not raw:
-                return
-            self.chord = json.loads(str(raw))
-        request = SimpleNamespace(
-            id=task["id"], group=task["group"], group_index=task["group_index"], chord=self.chord
-        )
-        app.backend.on_chord_part_return(request, "SUCCESS", None)
 
 
 def write_record(
