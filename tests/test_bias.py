@@ -190,7 +190,7 @@ def test_disagreement_rows(tmp_path: Path) -> None:
             "id": 0,
             "scores": {"a": 5, "b": 1, "c": 3},
             "reasoning": {"a": "a thinks 5", "b": "b thinks 1", "c": "c thinks 3"},
-            "spread": 4,
+            "aggregate": {"agg": "spread", "value": 4},
         },
         {
             "instruction": "q2",
@@ -198,7 +198,7 @@ def test_disagreement_rows(tmp_path: Path) -> None:
             "id": 2,
             "scores": {"a": 2, "b": 5, "c": 4},
             "reasoning": {"a": "a thinks 2", "b": "b thinks 5", "c": "c thinks 4"},
-            "spread": 3,
+            "aggregate": {"agg": "spread", "value": 3},
         },
     ]
     assert run_select(str(path), min_score=None, output=str(out), disagreement=5) == 2

@@ -32,7 +32,10 @@ twice, so the curated file keeps the scores that justify every pair in it.
 
     {"instruction": ..., "generation": ..., <input fields>,
      "scores": {"model-a": 5, "model-b": 2}, "reasoning": {"model-a": "...", "model-b": "..."},
-     "spread": 3}
+     "aggregate": {"agg": "spread", "value": 3}}
+
+(the shape of a selected row, with the spread, highest minus lowest score, as the value
+compared with D).
 
 ``--gold GOLD --target-precision P`` chooses K: the smallest K whose precision on the gold
 set's pairs (aggregate >= K against human >= K) reaches P (see :mod:`producer.curation.gold`).
@@ -80,7 +83,7 @@ RULES = {
 }
 # Keys the selection writes; an input field of the same name is replaced by them.
 SELECTION_KEYS = ("instruction", "generation", "scores", "aggregate")
-REVIEW_KEYS = ("instruction", "generation", "scores", "reasoning", "spread")
+REVIEW_KEYS = ("instruction", "generation", "scores", "reasoning", "aggregate")
 Row = dict[str, Any]
 
 
@@ -226,7 +229,7 @@ def disagreement_rows(
             **_pair_fields(pair, REVIEW_KEYS),
             "scores": {m: pair.scores[m] for m in order},
             "reasoning": {m: pair.reasoning.get(m) for m in order},
-            "spread": spread,
+            "aggregate": {"agg": "spread", "value": spread},
         }
 
 
