@@ -278,3 +278,12 @@ def test_select_says_when_no_k_reaches_the_target(
     )
     assert code == 1 and "no K reaches precision 90%" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_target_precision_needs_gold_and_a_share(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_select(THREE, min_score=4, output=None, target_precision=0.9) == 2
+    assert "needs --gold" in capsys.readouterr().err
+    assert run_select(THREE, min_score=None, output=None, gold=GOLD, target_precision=1.5) == 2
+    assert "must be in (0, 1]" in capsys.readouterr().err
+    assert run_select(THREE, min_score=None, output=None) == 2
+    assert "give --min-score" in capsys.readouterr().err

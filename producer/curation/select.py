@@ -323,6 +323,10 @@ def run_select(
         if disagreement is not None:
             return _run_review(path, disagreement, output, console)
         check_options(min_score or 1, agg)
+        if target_precision is not None and not gold:
+            raise InputError(
+                "needs --gold: precision is measured on human labels", source="--target-precision"
+            )
         if target_precision is not None and not 0 < target_precision <= 1:
             raise InputError(
                 f"must be in (0, 1], got {target_precision}", source="--target-precision"
