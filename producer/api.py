@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from producer.checks import check_budget, check_config, check_local_credentials
 from producer.inputs import Pair, validate_records
 from producer.local import LocalStack
+from workers.errors import InputError
 from workers.models import ModelRegistry, ModelSpec
 from workers.settings import get_settings
 
@@ -36,6 +37,39 @@ class Session:
 
 def resolve_models(names: Sequence[str]) -> list[ModelSpec]:
     return ModelRegistry.load(get_settings().models_file).resolve_all(names)
+
+
+def check_samples(specs: Sequence[ModelSpec], samples: int, batch: bool | None) -> list[str]:
+    """Refuse ``--samples N`` where it cannot work (N < 1; N > 1 with ``--batch`` or a
+    model with ``batch = true``: the N calls are asked one after the other); the notes to
+    show about the temperature each judge is sampled at."""
+    from workers.sampling import sampling_temperature
+
+    if samples < 1:
+        raise InputError(f"must be at least 1, got {samples}", source="--samples")
+    if samples == 1:
+        return []
+    batched = [spec.name for spec in specs if (spec.batch if batch is None else batch)]
+    if batched:
+        why = "--batch" if batch else f"batch = true in the models file ({', '.join(batched)})"
+        raise InputError(
+            f"cannot be combined with {why}: the N calls of a pair are asked synchronously",
+            source="--samples",
+        )
+    notes = []
+    for spec in specs:
+        if spec.reasons:
+            notes.append(
+                f"{spec.name}: a reasoning model takes no temperature; its {samples} samples "
+                "vary at the provider's own"
+            )
+        elif not spec.temperature:
+            given = "unset" if spec.temperature is None else "0"
+            notes.append(
+                f"{spec.name}: {samples} samples at temperature "
+                f"{sampling_temperature(spec)} (its models-file temperature is {given})"
+            )
+    return notes
 
 
 @dataclass
@@ -125,15 +159,19 @@ def score_pairs(
     on_progress: ProgressCallback | None = None,
     max_cost: float | None = None,
     batch: bool | None = None,
+    samples: int = 1,
 ) -> list[dict[str, Any]]:
     """Score every pair with every model and return the documented list, in input order.
 
     Pairs are validated before anything is enqueued (``InputError`` names the record).
     ``max_cost`` caps what the job may spend in USD (items it cannot cover become error
     records of kind ``budget``); ``batch=True`` sends every model's items through its
-    provider's Batch API (None: each model's own ``batch`` setting).
+    provider's Batch API (None: each model's own ``batch`` setting); ``samples=N`` asks
+    each judge N times per pair and keeps the median (``ibt score --samples``; refused with
+    batches, ``InputError``).
     """
     from producer import job as jobs
+    from workers.feeding import Options
 
     items = list(pairs)
     if all(isinstance(item, Pair) for item in items):
@@ -150,8 +188,13 @@ def score_pairs(
     specs = resolve_models(models)
     check_config(specs)
     check_budget(specs, max_cost)
+    check_samples(specs, samples, batch)
     with session(specs) as current:
-        job = jobs.submit(current.app, checked, specs, max_cost=max_cost, batch=batch)
+        # All at once (no window), as jobs.submit sends, with the job's sampling.
+        options = Options(batch=batch, samples=samples)
+        job = jobs.start(
+            current.app, checked, specs, options=options, max_cost=max_cost, window=None
+        ).job
         try:
             return jobs.wait(
                 current.app, job, on_progress=on_progress, check_alive=current.check_alive

@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         "results within 24 h)",
     )
     score.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="self-consistency: ask each judge N times per pair (at temperature 0.7 unless "
+        "the models file gives one above 0) and keep the median; records add 'samples'",
+    )
+    score.add_argument(
         "--max-cost",
         type=float,
         metavar="USD",

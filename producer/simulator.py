@@ -89,6 +89,15 @@ def simulated_score(model: str, instruction: str, generation: str) -> int:
     return 1 + int(digest, 16) % 5
 
 
+def sampled_score(model: str, instruction: str, generation: str, draw: int) -> int:
+    """The score of draw ``draw`` (0, 1, ...) of a request sent with a temperature above 0:
+    ``simulated_score`` moved by -1, 0 or +1 (a stable hash of the pair and the draw),
+    kept within 1..5. Temperature 0 or none answers ``simulated_score`` every time."""
+    base = simulated_score(model, instruction, generation)
+    digest = hashlib.sha256(f"{model}\n{instruction}\n{generation}\n{draw}".encode()).hexdigest()
+    return min(5, max(1, base + (-1, 0, 1)[int(digest, 16) % 3]))
+
+
 @dataclass
 class Knobs:
     latency: float = 0.0
@@ -199,6 +208,8 @@ class Verdict:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
+    # The score a judge reply gave (logged, so tests see what each sample said).
+    score: int | str | None = None
 
 
 @dataclass
@@ -384,6 +395,11 @@ class Simulator:
 
         model = call.model
         score: int | str = simulated_score(model, call.instruction, call.generation)
+        temperature = call.body.get("temperature")
+        sampled = isinstance(temperature, int | float) and temperature > 0
+        if sampled:
+            # Each attempt at a pair is a new draw: what --samples N sees of a real judge.
+            score = sampled_score(model, call.instruction, call.generation, call.attempt)
         if "score" in directives:
             score = directives["score"]
         garble = "garble" in directives or call.rng.random() < knobs.fault_malformed
@@ -391,6 +407,8 @@ class Simulator:
             f"Simulated judge {model}: a deterministic stand-in for a real review of this "
             "answer, not a real judgement."
         )
+        if sampled:
+            reasoning += f" (draw {call.attempt})"
         reply = (
             "I am not sure how to rate this answer." if garble else f"{reasoning}\nScore: {score}"
         )
@@ -430,7 +448,9 @@ class Simulator:
                 ],
                 "usage": usage,
             }
-            return Verdict(200, body, {}, latency)
+            return Verdict(
+                200, body, {}, latency, None if garble and not call.structured else score
+            )
         if call.structured:
             blocks: list[dict[str, Any]] = [
                 {
@@ -458,7 +478,7 @@ class Simulator:
             "stop_sequence": None,
             "usage": usage,
         }
-        return Verdict(200, body, {}, latency)
+        return Verdict(200, body, {}, latency, None if garble and not call.structured else score)
 
     async def _serve(self, request: web.Request, protocol: str) -> web.StreamResponse:
         arrived = time.time()
@@ -513,6 +533,7 @@ class Simulator:
         finish(200)
         entry["in"], entry["out"] = usage_of(verdict.body)
         entry["reasoning"] = reasoning_of(verdict.body)
+        entry["score"] = verdict.score
         self.state.pay("sync", call.key)
         return web.json_response(verdict.body)
 

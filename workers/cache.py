@@ -33,12 +33,19 @@ SIMULATOR_ENDPOINT = "simulator"
 
 
 def cache_key(
-    spec: ModelSpec, base_url: str | None, instruction: str, generation: str, template: str | None
+    spec: ModelSpec,
+    base_url: str | None,
+    instruction: str,
+    generation: str,
+    template: str | None,
+    samples: int = 1,
 ) -> str:
     """Hash of everything that changes a verdict: judge, endpoint, sampling, prompt, pair.
 
     A simulated judge's endpoint is a fixed marker, not its URL, which changes every run.
     Clients use ``decode_responses=True`` (jobstate.client_for_url), so values are str.
+    ``samples`` N > 1 (``--samples``, with ``spec`` at its sampling temperature) is part of
+    the key: an N-sample verdict is never served for another N, nor for one call.
     """
     endpoint = SIMULATOR_ENDPOINT if spec.simulated else base_url or ""
     material = json.dumps(
@@ -56,6 +63,8 @@ def cache_key(
             # so their keys (and cached verdicts) are what they were.
             *([spec.reasoning_effort] if spec.reasoning_effort else []),
             *([spec.thinking_budget] if spec.thinking_budget else []),
+            # Likewise absent for one call, so today's keys stay what they were.
+            *(["samples", samples] if samples > 1 else []),
         ],
         ensure_ascii=False,
     )
@@ -95,7 +104,10 @@ def lookup(
         except ValueError:
             value = None
         cached = (
-            value if isinstance(value, dict) and ("reply" in value or "score" in value) else None
+            value
+            if isinstance(value, dict)
+            and ("reply" in value or "score" in value or "samples" in value)
+            else None
         )
     return cached, holder == owner, bool(paused), bool(cancelled)
 
@@ -110,6 +122,15 @@ def verdict_of(entry: dict[str, Any]) -> Verdict | Unparseable:
         reply = str(entry["reply"])
         return parse_structured(reply) if entry.get("structured") else parse_reply(reply)
     return Verdict(score=int(entry["score"]), reasoning=str(entry.get("reasoning") or ""))
+
+
+def verdicts_of(entry: dict[str, Any]) -> list[Verdict | Unparseable] | None:
+    """The verdicts of an N-sample entry (``{"samples": [reply, ...]}``, each reply as
+    ``verdict_of`` reads it), read by today's parser; None for a one-call entry."""
+    samples = entry.get("samples")
+    if not isinstance(samples, list):
+        return None
+    return [verdict_of(item) for item in samples if isinstance(item, dict)]
 
 
 def settle(

@@ -66,6 +66,8 @@ class Options:
     budget: bool = False
     batch: bool | None = None
     keep_extra: bool = True
+    # ``--samples N``: every judge is asked N times per pair (workers/sampling.py).
+    samples: int = 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -210,6 +212,7 @@ class Feeder:
             structured=self.options.structured,
             budget=self.options.budget,
             batch=self.options.batch,
+            samples=self.options.samples,
         )
         return Outgoing(request.task_id, queue_name(model), request.to_message(), request.summary())
 

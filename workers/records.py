@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,9 @@ class ScoreRequest:
     # Send synchronously even for a batch-mode model (a batch's transient failure, retried
     # online as the model's batch_fallback asks).
     online: bool = False
+    # Self-consistency (``ibt score --samples N``): ask the judge N times and keep the
+    # median; 1 is one call, as without the option (workers/sampling.py).
+    samples: int = 1
 
     def to_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -57,6 +61,8 @@ class ScoreRequest:
             message["batch"] = self.batch
         if self.online:
             message["online"] = True
+        if self.samples > 1:
+            message["samples"] = self.samples
         return message
 
     @classmethod
@@ -74,6 +80,7 @@ class ScoreRequest:
             budget=bool(message.get("budget", False)),
             batch=message.get("batch"),
             online=bool(message.get("online", False)),
+            samples=int(message.get("samples", 1)),
         )
 
     @property
@@ -98,6 +105,45 @@ def ok_record(request: ScoreRequest, verdict: Verdict) -> dict[str, Any]:
         "generation": request.generation,
         "model": request.model,
     }
+
+
+def median_score(scores: Sequence[int]) -> int:
+    """The aggregate of a judge's sample scores: their median, and of an even number of
+    them the lower of the two middle values, so it stays a score on the rubric (3 and 4
+    give 3: the cautious one, as curation keeps what scores high)."""
+    if not scores:
+        raise ValueError("no scores")
+    ordered = sorted(scores)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def sampled_record(
+    request: ScoreRequest, verdicts: Sequence[Verdict | Unparseable]
+) -> dict[str, Any]:
+    """The record of N samples of one judge: the median score (``median_score``), the
+    reasoning of the first sample that gave it, and ``samples``, every sample's score in the
+    order asked (null for an unparseable one). All unparseable: an unparseable error record
+    (the first reply as ``raw``), still with ``samples``."""
+    scores = [v.score if isinstance(v, Verdict) else None for v in verdicts]
+    usable = [score for score in scores if score is not None]
+    if not usable:
+        first = next(v for v in verdicts if isinstance(v, Unparseable))
+        record = error_record(
+            request,
+            f"unparseable reply: {first.why} (none of {len(verdicts)} samples could be read)",
+            kind="unparseable",
+            raw=first.raw,
+        )
+    else:
+        score = median_score(usable)
+        chosen = next(v for v in verdicts if isinstance(v, Verdict) and v.score == score)
+        record = ok_record(request, chosen)
+    # After the documented keys (and ``error``/``raw``), before the internal ones.
+    kind = record.pop("_kind", None)
+    record["samples"] = scores
+    if kind is not None:
+        record["_kind"] = kind
+    return record
 
 
 def error_record(

@@ -23,6 +23,7 @@ from workers import (
     jobstate,
     pricing,
     ratelimit,
+    sampling,
 )
 from workers.app import app
 from workers.batch import buffering
@@ -30,13 +31,14 @@ from workers.errors import ConfigError, ProviderError
 from workers.judge import judge, prompt_of
 from workers.models import ModelRegistry, ModelSpec
 from workers.parsing import Verdict
-from workers.providers import credentials
+from workers.providers import Completion, credentials
 from workers.records import (
     ScoreRequest,
     error_record,
     ok_record,
     provider_error_record,
     public,
+    sampled_record,
     unparseable_record,
 )
 from workers.retry import retry_delay
@@ -88,6 +90,7 @@ def score(self: Task, message: dict[str, Any]) -> None:
         spec = registry().resolve(request.model)
         if request.structured is not None:
             spec = replace(spec, structured=request.structured)
+        spec = sampling.sampling_spec(spec, request.samples)
         if request.use_cache:
             key = cache.cache_key(
                 spec,
@@ -95,8 +98,10 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 request.instruction,
                 request.generation,
                 settings.prompt_file,
+                request.samples,
             )
-            hold_for = spec.timeout + CLAIM_HOLD_MARGIN
+            # N samples are N calls in a row: the claim must outlast them all.
+            hold_for = spec.timeout * request.samples + CLAIM_HOLD_MARGIN
             hit, claimed, paused, cancelled = cache.lookup(
                 client,
                 key,
@@ -114,7 +119,8 @@ def score(self: Task, message: dict[str, Any]) -> None:
                 if request.waits < max_waits:
                     waiting = replace(request, waits=request.waits + 1)
                     raise self.retry(args=(waiting.to_message(),), countdown=CLAIM_WAIT_SECONDS)
-        if record is None and buffering.batching(spec, request):
+        # N samples are asked synchronously (the producer refuses --samples with --batch).
+        if record is None and request.samples <= 1 and buffering.batching(spec, request):
             # Batch mode: no synchronous rate limits, no claim held for hours; the item
             # waits in its lane and its batch result closes this task's chord part.
             record = buffering.buffer(client, request, spec, self.request, key)
@@ -158,6 +164,17 @@ def score(self: Task, message: dict[str, Any]) -> None:
             again = replace(request, attempt=request.attempt + 1)
             raise self.retry(args=(again.to_message(),), countdown=delay) from None
         record = provider_error_record(request, exc, request.attempt + 1)
+        if request.samples > 1:
+            # The samples that did arrive were paid for: the summary counts them.
+            kept = sampling.load(client, request)
+            record["_extra_calls"] = len(kept)
+            record["_tokens"] = [
+                sum(c.input_tokens for c in kept),
+                sum(c.output_tokens for c in kept),
+            ]
+            record["_cost"] = sum(
+                pricing.cost_nano(spec, c.input_tokens, c.output_tokens, batch=False) for c in kept
+            )
     except (Retry, Ignore):
         raise
     except Exception as exc:  # a bug here must cost one record, not the whole job
@@ -166,6 +183,8 @@ def score(self: Task, message: dict[str, Any]) -> None:
     with client.pipeline(transaction=False) as pipe:
         if key is not None:
             cache.settle(client, key, owner, cache_value(record), settings.cache_ttl, pipe=pipe)
+        if request.samples > 1:
+            sampling.forget(pipe, request)
         finish(request, record, started, pipe)
         replies = pipe.execute()
     if jobstate.completes(replies[-1]):
@@ -218,31 +237,86 @@ def wait_for_capacity(
 
 
 def judge_within_budget(client: Any, request: ScoreRequest, spec: ModelSpec) -> dict[str, Any]:
-    """``judge``, after reserving the call's worst case when the job has a cap; the
-    reservation is settled to the real cost (see workers/budget.py for failed calls)."""
+    """``judge``, after reserving the calls' worst case when the job has a cap; the
+    reservation is settled to the real cost (see workers/budget.py for failed calls).
+
+    With N samples, replies kept by earlier attempts (workers/sampling.py) are not asked
+    again: the reservation is the worst case of one call times the samples still missing,
+    and it settles to what this attempt's calls cost.
+    """
+    kept = sampling.load(client, request) if request.samples > 1 else []
+    new: list[Completion] = []
+
+    def on_sample(completion: Completion) -> None:
+        sampling.keep(client, request, completion)
+        new.append(completion)
+
+    def run() -> dict[str, Any]:
+        return judge(
+            request,
+            spec,
+            kept=kept,
+            on_sample=on_sample,
+            before_sample=lambda: capacity_for_sample(client, spec, request),
+        )
+
     if not request.budget:
-        return judge(request, spec)
+        return run()
     structured = spec.structured if request.structured is None else request.structured
-    needed = pricing.worst_case_nano(spec, prompt_of(request), structured=structured, batch=False)
-    refused = budget.reserve_or_refuse(client, request, needed)
-    if refused is not None:
-        return refused
+    one = pricing.worst_case_nano(spec, prompt_of(request), structured=structured, batch=False)
+    missing = max(0, request.samples - len(kept))
+    needed = one * missing
+    if missing:
+        refused = budget.reserve_or_refuse(client, request, needed)
+        if refused is not None:
+            return refused
+
+    def paid() -> int:
+        # A reply without usage counts at its worst case, as budget.cost_of does.
+        return sum(
+            pricing.cost_nano(spec, c.input_tokens, c.output_tokens, batch=False)
+            if c.input_tokens or c.output_tokens
+            else one
+            for c in new
+        )
+
     try:
-        record = judge(request, spec)
+        record = run()
     except ProviderError as exc:
         # An error status is not billed; a timeout or a dropped connection may have been.
-        budget.settle(client, request, 0 if exc.status else needed)
+        budget.settle(client, request, paid() + (0 if exc.status else one))
         raise
     except BaseException:
         budget.settle(client, request, needed)
         raise
-    budget.settle(client, request, budget.cost_of(record, needed))
+    if request.samples > 1:
+        if missing:
+            budget.settle(client, request, paid() if "_tokens" in record else 0)
+    else:
+        budget.settle(client, request, budget.cost_of(record, needed))
     return record
+
+
+def capacity_for_sample(client: Any, spec: ModelSpec, request: ScoreRequest) -> None:
+    """Wait, in this thread, until the model's shared limits allow one more sample's call
+    (and count it). A task's first call is counted before it starts (``wait_for_capacity``);
+    its further samples wait here rather than defer, as their siblings are already paid."""
+    while True:
+        wait = wait_for_capacity(client, spec, request)
+        if wait <= 0:  # -1, cancelled: the task's few remaining samples are still asked
+            return
+        time.sleep(min(wait, MAX_INLINE_WAIT))
 
 
 def cached_record(request: ScoreRequest, hit: dict[str, Any]) -> dict[str, Any]:
     """The record of a cached reply, parsed now: an unparseable one is an error record again
-    (and is not paid for again), one a parser fix can read is a verdict."""
+    (and is not paid for again), one a parser fix can read is a verdict. An N-sample entry
+    holds N replies, each parsed now, and gives their median."""
+    verdicts = cache.verdicts_of(hit)
+    if verdicts:
+        record = sampled_record(request, verdicts)
+        record["_cached"] = True
+        return record
     verdict = cache.verdict_of(hit)
     if isinstance(verdict, Verdict):
         record = ok_record(request, verdict)
@@ -265,7 +339,10 @@ def cache_value(record: dict[str, Any]) -> dict[str, Any] | None:
 def finish(request: ScoreRequest, record: dict[str, Any], started: float, pipe: Any) -> None:
     """Queue the record and its count on ``pipe``, and log one line."""
     settings = get_settings()
-    record["_attempts"] = request.attempt + (0 if record.get("_cached") else 1)
+    # Provider calls: one per attempt, and the further samples of an N-sample item.
+    record["_attempts"] = (
+        request.attempt + (0 if record.get("_cached") else 1) + record.get("_extra_calls", 0)
+    )
     tokens = record.get("_tokens") or [0, 0]
     jobstate.record_outcome(
         _redis(),
