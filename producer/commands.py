@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from producer import outcome
-from producer.api import resolve_models, session
+from producer.api import check_samples, resolve_models, session
 from producer.checks import check_budget, check_config
 from producer.inputs import load_pairs
 from producer.output import check_output, write_results, write_run_summary
@@ -45,6 +45,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     specs = resolve_models(args.model)
     check_config(specs)
     check_budget(specs, args.max_cost)
+    sampling_notes = check_samples(specs, args.samples, True if args.batch else None)
     if args.dry_run:
         if settings.broker_url:
             _check_cluster()
@@ -67,6 +68,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         max_cost=args.max_cost,
         batch=True if args.batch else None,
         window=args.window,
+        samples=args.samples,
+        notes=sampling_notes,
     )
 
 
@@ -96,6 +99,15 @@ def _dry_run(pairs, specs, args: argparse.Namespace) -> int:  # type: ignore[no-
             batch=args.batch,
         )
     print_estimate(estimates, max_cost=args.max_cost, cache_consulted=url is not None)
+    if args.samples > 1:
+        from producer.progress import console
+
+        console.print(
+            f"note: --samples {args.samples}: each request above is asked {args.samples} "
+            f"times (and the cache looked up for one call): expect {args.samples}x the "
+            "tokens and cost",
+            highlight=False,
+        )
     return outcome.OK
 
 
@@ -154,6 +166,8 @@ def _run(  # type: ignore[no-untyped-def]
     max_cost: float | None = None,
     batch: bool | None = None,
     window: int | None = None,
+    samples: int = 1,
+    notes: list[str] | None = None,
 ) -> int:
     """Submit ``pairs`` (a ``JobInput``), feed its window and stream its output as it runs."""
     from producer import job as jobs
@@ -164,7 +178,9 @@ def _run(  # type: ignore[no-untyped-def]
     from workers.feeding import Options
 
     started = time.monotonic()
-    options = Options(use_cache, structured, False, batch, keep_extra)
+    options = Options(use_cache, structured, False, batch, keep_extra, samples)
+    for note in notes or []:
+        console.print(f"note: {note}", highlight=False)
     with session(specs) as current:
         client = jobstate.client_for_url(current.app.conf.result_backend)
         feeder = None
