@@ -292,6 +292,7 @@ def test_json_report_has_the_text_report_numbers(capsys: pytest.CaptureFixture[s
         "incomplete_pairs",
         "length_bias",
         "calibration",
+        "self_consistency",
     ]
     header = (
         f"{data['source']}: {data['records']} records, {data['pairs']} pairs, "

@@ -23,7 +23,7 @@ from rich.text import Text
 from producer.curation.bias import LengthBias, Lengths, bias_json, token_counter
 from producer.curation.gold import CalibrationResult, Gold, fit_json, load_gold
 from producer.curation.results import SCORES, JudgeRecord, iter_records
-from producer.curation.stats import Agreement, Consensus, Level, ModelStats
+from producer.curation.stats import Agreement, Consensus, Level, ModelStats, SampleSpread
 from producer.curation.summary import Summary
 from producer.curation.text import fits as _fits
 from producer.curation.text import label as _label
@@ -111,6 +111,8 @@ class Report:
     incomplete_pairs: int = 0  # pairs without a record from every judge
     length_bias: list[LengthBias] = field(default_factory=list)
     calibration: CalibrationResult | None = None
+    # Per judge whose records carry ``samples`` (``ibt score --samples N``).
+    self_consistency: list[SampleSpread] = field(default_factory=list)
 
     @property
     def error_records(self) -> int:
@@ -225,6 +227,7 @@ def report_from_records(
         incomplete_pairs=summary.incomplete,
         length_bias=summary.lengths.result(models),
         calibration=None if summary.calibration is None else summary.calibration.result(models),
+        self_consistency=summary.sample_spread(),
     )
 
 
@@ -245,6 +248,7 @@ def print_report(report: Report, console: Console) -> None:
 
     _print_judges(report, console)
     views.print_reliability(report, console)
+    views.print_self_consistency(report.self_consistency, console)
     views.print_length_bias(report.length_bias, console)
     if report.calibration is not None:
         views.print_calibration(report.calibration, console)
@@ -525,6 +529,11 @@ def report_json(report: Report) -> dict[str, Any]:
       ``kappa_quadratic``, ``kappa_linear``, ``spearman``, ``mean_offset`` (judge - human),
       ``confusion`` (5x5, rows judge 1..5, columns human 1..5) and ``thresholds`` (per K:
       ``k``, ``kept``, ``relevant``, ``hits``, ``precision``, ``recall``).
+    - ``self_consistency``: one object per judge whose records carry ``samples`` (``ibt
+      score --samples N``; empty otherwise), with ``model``, ``records`` (those with at
+      least 2 readable samples), ``samples``, ``unreadable_samples``, ``mean_sd`` (mean
+      population standard deviation of a record's samples), ``mean_range`` (mean highest -
+      lowest) and ``all_agree_share`` (records whose samples are all the same score).
     """
     c = report.consensus
     cal = report.calibration
@@ -591,6 +600,18 @@ def report_json(report: Report) -> dict[str, Any]:
             "judges": [fit_json(entry) for entry in cal.judges],
             "aggregates": [fit_json(entry) for entry in cal.aggregates],
         },
+        "self_consistency": [
+            {
+                "model": entry.model,
+                "records": entry.records,
+                "samples": entry.samples,
+                "unreadable_samples": entry.unreadable,
+                "mean_sd": entry.mean_sd,
+                "mean_range": entry.mean_range,
+                "all_agree_share": entry.all_agree,
+            }
+            for entry in report.self_consistency
+        ],
     }
 
 

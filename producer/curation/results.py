@@ -29,7 +29,7 @@ REQUIRED_KEYS = ("reasoning", "score", "instruction", "generation", "model")
 # field of the pair's input, carried through by ``ibt score``; keys starting with ``_`` are
 # internal and dropped.
 JUDGE_KEYS = frozenset(
-    {"reasoning", "score", "model", "error", "raw", "input_tokens", "output_tokens"}
+    {"reasoning", "score", "model", "error", "raw", "input_tokens", "output_tokens", "samples"}
 )
 NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 
@@ -50,6 +50,8 @@ class JudgeRecord:
     output_tokens: int = 0
     line: int | None = None
     reasoning: str | None = None
+    # ``ibt score --samples N``: the N sample scores behind ``score`` (None: unparseable).
+    samples: tuple[int | None, ...] | None = None
     # The pair's other input fields, in record order (not hashed: a mapping has no hash).
     fields: Mapping[str, Any] = field(default_factory=lambda: NO_FIELDS, hash=False)
 
@@ -105,11 +107,27 @@ def parse_record(raw: Any, *, source: str, line: int | None = None) -> JudgeReco
         output_tokens=tokens[1],
         line=line,
         reasoning=raw["reasoning"] if isinstance(raw["reasoning"], str) else None,
+        samples=_parse_samples(raw.get("samples"), source=source, line=line),
         fields=fields or NO_FIELDS,  # most files have none: share one empty mapping
     )
 
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens")
+
+
+def _parse_samples(value: Any, *, source: str, line: int | None) -> tuple[int | None, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, list) and all(
+        item is None or (type(item) is int and item in SCORES) for item in value
+    ):
+        return tuple(value)
+    raise InputError(
+        f"must be a list of scores 1..5 or null, got {value!r}",
+        source=source,
+        line=line,
+        field="samples",
+    )
 
 
 def _parse_score(value: Any, *, source: str, line: int | None) -> int | None:

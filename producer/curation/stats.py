@@ -224,6 +224,33 @@ class ModelStats:
 
 
 @dataclass(frozen=True)
+class SampleSpread:
+    """How much one judge disagrees with itself (``ibt score --samples N``), over its
+    records that carry at least two readable sample scores.
+
+    ``mean_sd``: the mean over those records of the population standard deviation of its
+    samples (``numpy.std``, ddof=0); ``mean_range``: the mean of highest minus lowest;
+    ``all_agree``: the share of those records whose samples are all the same score.
+    ``unreadable``: samples that could not be read (null), over every record with samples.
+    """
+
+    model: str
+    records: int
+    samples: int
+    unreadable: int
+    mean_sd: float | None
+    mean_range: float | None
+    all_agree: float | None
+
+
+def record_spread(scores: Sequence[int]) -> tuple[float, int]:
+    """(population standard deviation, range) of one record's readable sample scores."""
+    centre = math.fsum(scores) / len(scores)
+    sd = math.sqrt(math.fsum((x - centre) ** 2 for x in scores) / len(scores))
+    return sd, max(scores) - min(scores)
+
+
+@dataclass(frozen=True)
 class Agreement:
     """Agreement of two judges over the pairs both scored."""
 

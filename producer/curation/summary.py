@@ -23,10 +23,12 @@ from producer.curation.stats import (
     Consensus,
     ModelStats,
     Prices,
+    SampleSpread,
     cells_exact,
     cells_kappa,
     cells_spearman,
     cost,
+    record_spread,
 )
 
 
@@ -37,6 +39,43 @@ class JudgeCounts:
     errors: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
+    spread: SpreadCounts | None = None  # only for a judge whose records carry ``samples``
+
+
+@dataclass
+class SpreadCounts:
+    """Running sums behind a judge's :class:`SampleSpread`."""
+
+    records: int = 0  # with at least two readable samples
+    samples: int = 0
+    unreadable: int = 0
+    sd_sum: float = 0.0
+    range_sum: int = 0
+    agree: int = 0
+
+    def add(self, samples: tuple[int | None, ...]) -> None:
+        readable = [score for score in samples if score is not None]
+        self.samples += len(samples)
+        self.unreadable += len(samples) - len(readable)
+        if len(readable) < 2:
+            return
+        sd, spread = record_spread(readable)
+        self.records += 1
+        self.sd_sum += sd
+        self.range_sum += spread
+        self.agree += spread == 0
+
+    def result(self, model: str) -> SampleSpread:
+        n = self.records
+        return SampleSpread(
+            model=model,
+            records=n,
+            samples=self.samples,
+            unreadable=self.unreadable,
+            mean_sd=self.sd_sum / n if n else None,
+            mean_range=self.range_sum / n if n else None,
+            all_agree=self.agree / n if n else None,
+        )
 
 
 def histogram_median(histogram: tuple[int, ...]) -> float | None:
@@ -94,6 +133,10 @@ class Summary:
                 judge.histogram[record.score] += 1
             judge.input_tokens += record.input_tokens
             judge.output_tokens += record.output_tokens
+            if record.samples is not None:
+                if judge.spread is None:
+                    judge.spread = SpreadCounts()
+                judge.spread.add(record.samples)
             yield record
 
     def add_pair(self, pair: PairResult) -> None:
@@ -147,6 +190,14 @@ class Summary:
                 )
             )
         return out
+
+    def sample_spread(self) -> list[SampleSpread]:
+        """Per judge whose records carry ``samples`` (``--samples N``), in file order."""
+        return [
+            judge.spread.result(model)
+            for model, judge in self.judges.items()
+            if judge.spread is not None
+        ]
 
     def agreements(self) -> list[Agreement]:
         out = []

@@ -1,4 +1,5 @@
-"""The report's text for "can I trust these scores?": reliability, length bias, calibration."""
+"""The report's text for "can I trust these scores?": reliability, self-consistency, length
+bias, calibration."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from producer.curation.bias import LengthBias
 from producer.curation.gold import CalibrationResult, Fit
 from producer.curation.results import SCORES
+from producer.curation.stats import SampleSpread
 from producer.curation.text import label, num, pct, plural, table
 
 if TYPE_CHECKING:
@@ -35,6 +37,31 @@ def print_reliability(report: Report, console: Console) -> None:
     console.print(
         "[dim]α: 1 perfect, 0 no better than chance; over the pairs at least 2 judges "
         "scored. Interval weighs a 1-vs-5 split more than 4-vs-5; ordinal uses ranks only[/]"
+    )
+
+
+def print_self_consistency(entries: Sequence[SampleSpread], console: Console) -> None:
+    """Per judge sampled N times (``ibt score --samples N``): how far it disagrees with
+    itself. Nothing for records without samples."""
+    if not entries:
+        return
+    out = table("judge", "records", "samples", "unreadable", "mean SD", "mean range", "all agree")
+    for entry in entries:
+        out.add_row(
+            label(entry.model),
+            f"{entry.records:,}",
+            f"{entry.samples:,}",
+            f"{entry.unreadable:,}",
+            num(entry.mean_sd, 3),
+            num(entry.mean_range, 2),
+            pct(entry.all_agree),
+        )
+    console.print("[bold]Self-consistency[/] (each judge's samples of the same pair)")
+    console.print(out)
+    console.print(
+        "[dim]over the records with at least 2 readable samples: the mean of their standard "
+        "deviation (population) and of highest - lowest; all agree: every sample the same "
+        "score[/]"
     )
 
 
