@@ -236,7 +236,10 @@ def _run(  # type: ignore[no-untyped-def]
         # Inside the session: the last rows stream from the (maybe embedded) broker.
         written = writer.finish()
         write_run_summary(output, job, result.summary, written)
-        failures = outcome.systemic_failures(result.summary, result.first_error)
+        failures = outcome.systemic_failures(
+            result.summary,
+            lambda model: writer.first_errors.get(model) or result.first_error(model),
+        )
         cancelled = result.cancelled
     if output not in (None, "-"):
         console.print(f"wrote {written} records to {output}")

@@ -57,6 +57,9 @@ class StreamedOutput:
         self.rows = int(meta.get("pairs", 0))
         self.written = int(meta.get("written", 0))
         self.records = 0
+        # Each model's first error text, for the summary's one-line example of a systemic
+        # failure (the records themselves leave Redis as they are written).
+        self.first_errors: dict[str, str] = {}
         self._last_use = self._load_last_use()
         suffix = Path(self.path).suffix.lower() if self.path else ""
         self.kind = "parquet" if suffix in PARQUET_SUFFIXES else "jsonl"
@@ -143,6 +146,9 @@ class StreamedOutput:
     def _commit(self, ready: list[jobstate.Row]) -> None:
         assert self._sink is not None
         records = [record for row in ready for record in row.records]
+        for record in records:
+            if record.get("error") and record.get("model") not in self.first_errors:
+                self.first_errors[str(record.get("model"))] = str(record["error"])
         position = self._sink.write(records)
         self.records += len(records)
         self.written += len(ready)

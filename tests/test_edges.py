@@ -323,12 +323,13 @@ def test_resume_of_an_unknown_or_different_job_is_refused_in_embedded_mode(
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("out.parquet", "Parquet output is not supported yet"), ("out.txt", "unknown output")],
+    [("out.txt", "unknown output"), ("out", "unknown output extension '(none)'")],
 )
 def test_unknown_output_extension_is_refused_before_the_job(
     tmp_path: Path, name: str, expected: str
 ) -> None:
-    """Item 10: it wrote a JSON array into a .parquet file with rc 0."""
+    """Item 10: it wrote a JSON array into a .parquet file with rc 0 (Parquet is written
+    since issue 12: tests/test_scale.py)."""
     write_pairs(tmp_path / "p.jsonl", 2)
     done = ibt(
         "score",

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow.parquet  # noqa: F401 - imported once here, so the fuzz's deadline never times it
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -19,9 +19,9 @@ fails with a message saying so. The rules, by language:
   sets a variable for the lines after it, placeholders (``PASSWORD``, ``redis-host:6379``)
   replaced by the test Valkey's; ``JOB`` is the id the last ``--no-wait`` line printed, and
   that job is awaited (its block's own workers finish it) before any line but ``ibt status``;
-  ``> FILE`` writes stdout to FILE; ``pairs.jsonl`` and ``alpaca.jsonl``, which the README
-  takes for granted, are copies of ``producer/examples/demo_pairs.jsonl`` and
-  ``alpaca_sample.jsonl``. Servers (``ibt worker``, ``ibt flower``)
+  ``> FILE`` writes stdout to FILE; ``pairs.jsonl``, ``alpaca.jsonl`` and ``gold_demo.jsonl``,
+  which the README takes for granted, are copies of ``producer/examples/demo_pairs.jsonl``,
+  ``alpaca_sample.jsonl`` and ``gold_demo.jsonl``. Servers (``ibt worker``, ``ibt flower``)
   count as run once they answer (a Celery ping; Flower's API with the line's basic auth) and
   are stopped at the end of their block. Every other line must exit 0.
 - no language: prose (the architecture diagram), not run.
@@ -52,6 +52,7 @@ from celery import Celery
 
 from producer import job as jobs
 from producer.checks import check_config
+from producer.inputs import ColumnMap, load_pairs
 from producer.local import ValkeyProcess
 from producer.processes import spawn, stop, tail
 from producer.simulator import simulated_score
@@ -75,11 +76,23 @@ SCORES = {"1", "2", "3", "4", "5"}
 GIVEN_FILES = {
     "pairs.jsonl": ROOT / "producer" / "examples" / "demo_pairs.jsonl",
     "alpaca.jsonl": ROOT / "producer" / "examples" / "alpaca_sample.jsonl",
+    "gold_demo.jsonl": ROOT / "producer" / "examples" / "gold_demo.jsonl",
 }
 LINE_TIMEOUT = 60.0
 SERVER_TIMEOUT = 30.0
 VALKEY_PASSWORD = "readme-test-pw"
-SCORE_VALUED = {"-m", "--model", "-o", "--output", "--resume", "--models-file", "--prompt-file"}
+SCORE_VALUED = {
+    "-m",
+    "--model",
+    "-o",
+    "--output",
+    "--resume",
+    "--models-file",
+    "--prompt-file",
+    "--map",
+    "--window",
+    "--max-cost",
+}
 SHELL_SYNTAX = re.compile(r"^(\||\|\||&&|;|&|<|>>|\d>.*|>&.*)$")
 
 
@@ -229,6 +242,10 @@ def plan(line: Line) -> Step:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         return list(json.loads(text))
@@ -427,7 +444,11 @@ class BashSession:
         if what == ("ibt", "score"):
             after = step.args[step.args.index("score") + 1 :]
             source = first_positional(after, SCORE_VALUED)
-            pairs = read_records(self.workdir / source) if source not in ("", "-") else []
+            pairs = []
+            if source not in ("", "-"):  # the pairs as --map reads them from the input
+                mapping = ColumnMap.parse(step.options("--map"))
+                loaded = load_pairs(str(self.workdir / source), mapping=mapping)
+                pairs = [{"instruction": p.instruction, "generation": p.generation} for p in loaded]
             models = step.options("-m", "--model")
             if "--no-wait" in step.args:
                 self.job_id = done.stdout.strip().splitlines()[-1]

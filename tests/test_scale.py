@@ -290,3 +290,35 @@ def test_scan_keeps_a_digest_per_row_and_finds_repeats(tmp_path: Path) -> None:
     fed = list(data.feed_rows(4990))
     assert [row for row, _, _ in fed] == list(range(4990, 5000))
     assert fed[0][1] is None and fed[1][1] == ("scan q4991", "scan a4991")  # 4990 repeats 0
+
+
+def test_curation_reads_and_writes_parquet(tmp_path: Path) -> None:
+    """report, select and reparse read a Parquet results file as they read JSON Lines, and
+    select writes Parquet."""
+    from producer.formats import write_parquet
+
+    results = ROOT / "producer" / "examples" / "gold_sample_results.jsonl"
+    as_parquet = tmp_path / "results.parquet"
+    write_parquet(iter(read_jsonl(results)), as_parquet)
+
+    def ibt_json(*argv: str) -> Any:
+        run = subprocess.run(
+            [sys.executable, "-m", "producer.cli", *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env=child_env(IBT_HOME=str(tmp_path / "home")),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    from_jsonl = json.loads(ibt_json("report", str(results), "--json"))
+    from_parquet = json.loads(ibt_json("report", str(as_parquet), "--json"))
+    assert from_parquet["source"] == str(as_parquet)
+    assert {**from_parquet, "source": None} == {**from_jsonl, "source": None}
+    keep = tmp_path / "keep.parquet"
+    ibt_json("select", str(as_parquet), "--min-score", "4", "-o", str(keep))
+    ibt_json("select", str(results), "--min-score", "4", "-o", str(tmp_path / "keep.jsonl"))
+    kept = pq.read_table(keep).to_pylist()
+    assert [r["instruction"] for r in kept] == [
+        r["instruction"] for r in read_jsonl(tmp_path / "keep.jsonl")
+    ]
+    assert kept and all(r["aggregate"]["value"] >= 4 for r in kept)

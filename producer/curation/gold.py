@@ -19,10 +19,9 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from producer.curation.results import SCORES, PairResult, read_items
+from producer.curation.results import SCORES, PairResult, iter_raw
 from producer.curation.stats import (
     cells_exact,
     cells_kappa,
@@ -33,7 +32,6 @@ from producer.curation.stats import (
 from producer.inputs import json_type_name
 from workers.errors import InputError
 
-PARQUET_BATCH = 10_000
 TextKey = tuple[str, str]
 
 
@@ -82,29 +80,7 @@ def load_gold(path: str) -> Gold:
 
 
 def _gold_rows(path: str) -> Iterator[tuple[int, Any]]:
-    if Path(path).suffix.lower() == ".parquet":
-        yield from _parquet_rows(path)
-        return
-    try:
-        with open(path, "rb") as stream:
-            yield from read_items(stream, path)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=path) from exc
-
-
-def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
-    """Rows of a Parquet file, a record batch at a time; positions are 1-based row numbers."""
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise InputError(f"cannot read Parquet: {exc}", source=path) from exc
-    row = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
-        for raw in batch.to_pylist():
-            row += 1
-            yield row, raw
+    return iter_raw(path, required=False)
 
 
 def _add_row(gold: Gold, raw: Any, line: int) -> None:

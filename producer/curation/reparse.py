@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from producer.curation.results import parse_record, read_items
+from producer.curation.results import iter_raw, parse_record
 from producer.output import check_output, write_results
-from workers.errors import InputError
 from workers.parsing import Verdict, parse_reply, parse_structured
 
 UNPARSEABLE = "unparseable reply"
@@ -51,32 +50,16 @@ def reparsed(path: str, tally: Tally) -> Iterator[dict[str, Any]]:
     """The records of ``path``, each validated as ``ibt report`` validates it, with every
     recoverable unparseable one replaced by its verdict."""
     source = "<stdin>" if path == "-" else path
-    try:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    empty = True
-    try:
-        for line, raw in read_items(stream, source):
-            parse_record(raw, source=source, line=line)
-            empty = False
-            error = raw.get("error")
-            if (
-                raw.get("score") is None
-                and isinstance(error, str)
-                and error.startswith(UNPARSEABLE)
-            ):
-                tally.unparseable += 1
-                fixed = reparse(raw)
-                if fixed is not None:
-                    tally.recovered += 1
-                    raw = fixed
-            yield raw
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    if empty:
-        raise InputError("no records", source=source)
+    for line, raw in iter_raw(path):
+        parse_record(raw, source=source, line=line)
+        error = raw.get("error")
+        if raw.get("score") is None and isinstance(error, str) and error.startswith(UNPARSEABLE):
+            tally.unparseable += 1
+            fixed = reparse(raw)
+            if fixed is not None:
+                tally.recovered += 1
+                raw = fixed
+        yield raw
 
 
 def run_reparse(results: str, output: str | None) -> int:

@@ -165,22 +165,46 @@ def iter_records(path: str) -> Iterator[JudgeRecord]:
     no record at all.
     """
     source = "<stdin>" if path == "-" else path
-    try:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    for line, raw in iter_raw(path):
+        yield parse_record(raw, source=source, line=line)
+
+
+def iter_raw(path: str, *, required: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line or Parquet row, decoded value) for each record of a JSON, JSON Lines or Parquet
+    file (``-``: JSON or JSON Lines on stdin), streamed. ``required``: none is an error."""
+    source = "<stdin>" if path == "-" else path
     empty = True
-    try:
-        for line, raw in read_items(stream, source):
+    if path != "-" and _is_parquet(path):
+        from producer.formats import read_rows
+
+        for position, raw in read_rows(path, "parquet"):
             empty = False
-            yield parse_record(raw, source=source, line=line)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    if empty:
+            yield position, raw
+    else:
+        try:
+            stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+        try:
+            for line, raw in read_items(stream, source):
+                empty = False
+                yield line, raw
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    if empty and required:
         raise InputError("no records", source=source)
+
+
+def _is_parquet(path: str) -> bool:
+    from producer.formats import kind_of
+
+    try:
+        return kind_of(path) == "parquet"
+    except OSError:
+        return False  # the open that follows says why, naming the file
 
 
 def load_results(path: str) -> list[JudgeRecord]:

@@ -68,6 +68,7 @@ from producer.curation.results import (
     parse_record,
 )
 from producer.curation.stats import mean, median
+from producer.output import check_output
 from workers.errors import InputError
 
 AGGREGATES: dict[str, Callable[[Sequence[int]], float]] = {
@@ -263,8 +264,8 @@ def print_selection(selection: Selection, console: Console) -> None:
 
 
 def write_pairs(rows: Iterable[Row], output: str | None) -> int:
-    """Write ``rows`` as they come: JSON Lines, or a JSON array when ``output`` ends in
-    ``.json``; stdout for None/``-``. Returns how many rows were written.
+    """Write ``rows`` as they come: JSON Lines, a JSON array when ``output`` ends in ``.json``,
+    Parquet (row groups) for ``.parquet``; stdout for None/``-``. Returns the rows written.
 
     Files are written to a temporary name and renamed, so a crash (or a bad record found
     late in a streamed input) leaves no partial output.
@@ -278,6 +279,10 @@ def write_pairs(rows: Iterable[Row], output: str | None) -> int:
         return written
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() == ".parquet":
+        from producer.formats import write_parquet
+
+        return write_parquet(iter(rows), target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -320,6 +325,7 @@ def run_select(
     """
     console = console or Console(stderr=True)
     try:
+        check_output(output, inputs=[path])  # before the file is read: nothing written yet
         if disagreement is not None:
             return _run_review(path, disagreement, output, console)
         check_options(min_score or 1, agg)
