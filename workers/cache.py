@@ -5,7 +5,9 @@ an input (or resuming an interrupted job) calls the provider only for what is mi
 cache keeps the *raw reply* of every call we paid for, unparseable ones included, and the
 verdict is parsed from it on every read: a parser fix reaches every cached reply at once and
 for free, where a parser version in the key would pay for every call again (docs/parsing.md).
-Entries written before that (``{"score", "reasoning"}``) are still read as they are. A
+Entries written before that (``{"score", "reasoning"}``) are still read as they are. An
+``--samples N`` verdict is stored as its N raw replies (``{"samples": [reply, ...]}``) under a
+key that includes N and the sampling temperature, each parsed on read too. A
 claim on the same key keeps two tasks (a redelivered message and its original, two jobs
 sharing pairs) from paying for the same call at once; it is a short lease that the holding
 process renews while the call runs (claims.py), so one left by a dead process lapses soon.
