@@ -18,20 +18,17 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from producer import formats
 from producer.formats import json_type_name
 from workers.errors import InputError
 from workers.records import OUTPUT_KEYS
 
-if TYPE_CHECKING:
-    import numpy as np
-
 FIELDS = ("instruction", "generation")
 # Keys an output record may have besides the extra fields it carries.
 # (input_tokens/output_tokens: what ibt report reads as usage, if a record carries it.)
-RESERVED = (*OUTPUT_KEYS, "error", "raw", "input_tokens", "output_tokens")
+RESERVED = (*OUTPUT_KEYS, "error", "raw", "samples", "input_tokens", "output_tokens")
 # Columns joined into one text (``--map instruction=instruction,input``) are separated so.
 JOIN = "\n\n"
 
@@ -257,61 +254,28 @@ def _all(source: InputSource) -> list[Pair]:
 
 @dataclass
 class Scan:
-    """What the validating pass learnt, without keeping a text: how many rows, which rows
-    repeat an earlier pair (row → that pair's first row), and the last row that needs each
-    repeated pair's verdict (so a streamed output can drop it from Redis after that row)."""
+    """What the validating pass learnt, without keeping a text: how many rows, how many
+    distinct pairs, and which rows repeat an earlier pair (row → that pair's first row)."""
 
     rows: int
     unique: int
     duplicates: dict[int, int]
-    last_use: dict[int, int]
     with_extra: bool
 
 
 def scan(source: InputSource) -> Scan:
-    """Validate every row of ``source`` in one streaming pass (see ``Scan``).
-
-    Memory: 16 bytes per row for the digests, then numpy's sort; texts are dropped as read.
-    """
-    import numpy as np
+    """Validate every row of ``source`` in one streaming pass (see ``Scan``); texts are
+    dropped as read, and repeats are found in bounded memory (producer/dedup.py)."""
+    from producer.dedup import Repeats
 
     source.check_columns()
-    chunks: list[np.ndarray] = []
-    buffer = bytearray()
+    repeats = Repeats()
     with_extra = False
-    rows = 0
     for pair in iter_pairs(source):
-        buffer += pair.digest()
+        repeats.add(pair.digest())
         with_extra = with_extra or pair.extra is not None
-        rows += 1
-        if len(buffer) >= 16 * 65536:
-            chunks.append(np.frombuffer(bytes(buffer), dtype="V16"))
-            buffer.clear()
-    if not rows:
+    if not repeats.rows:
+        repeats.finish()
         raise InputError("no pairs found", source=source.source)
-    chunks.append(np.frombuffer(bytes(buffer), dtype="V16"))
-    digests = np.concatenate(chunks)
-    del chunks, buffer
-    duplicates, last_use, unique = _repeats(digests)
-    return Scan(rows, unique, duplicates, last_use, with_extra)
-
-
-def _repeats(digests: np.ndarray) -> tuple[dict[int, int], dict[int, int], int]:
-    import numpy as np
-
-    order = np.argsort(digests, kind="stable")
-    ordered = digests[order]
-    starts = np.ones(len(ordered), dtype=bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    unique = int(starts.sum())
-    if unique == len(digests):
-        return {}, {}, unique
-    group = np.cumsum(starts) - 1
-    first = order[starts][group]  # stable sort: a group's first element is its first row
-    repeated = np.nonzero(first != order)[0]
-    duplicates = {int(order[i]): int(first[i]) for i in repeated}
-    last_use: dict[int, int] = {}
-    for row, head in duplicates.items():
-        if row > last_use.get(head, -1):
-            last_use[head] = row
-    return duplicates, last_use, unique
+    duplicates = repeats.finish()
+    return Scan(repeats.rows, repeats.rows - len(duplicates), duplicates, with_extra)

@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from producer.processes import child_env
 from producer.simulator import simulated_score
 from producer.simulator_process import SimulatorProcess
 from tests.conftest import ANTHROPIC_MODEL, OPENAI_MODEL, TEST_KEY, Cluster
+from tests.test_edges_cluster import poll
 from workers import jobstate
 from workers.feeding import Options
 from workers.models import ModelRegistry, queue_name
@@ -93,17 +93,6 @@ def ibt(cluster: Cluster, *argv: str) -> subprocess.Popen[bytes]:
     )
 
 
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.05)
-
-
 def test_the_window_bounds_the_queues_while_the_job_runs(stack: Cluster) -> None:
     """W = 50 and 2,000 tasks: the queues never hold more than W plus the workers' prefetch,
     and no model ever has more than W tasks sent and unfinished."""
@@ -155,8 +144,11 @@ def test_output_streams_while_running_and_leaves_redis(stack: Cluster, tmp_path:
     out = tmp_path / "out.jsonl"
     run = ibt(cluster, "score", str(source), "-o", str(out), "-q", "--window", "40",
               *sum((["-m", m] for m in MODELS), []))  # fmt: skip
-    partial = until(lambda: out.exists() and 0 < len(out.read_text().splitlines()) < 800,
-                    60, "rows written before the job ends")  # fmt: skip
+    partial = poll(
+        lambda: out.exists() and 0 < len(out.read_text().splitlines()) < 800,
+        timeout=60,
+        what="rows written before the job ends",
+    )
     assert partial
     assert run.wait(timeout=120) == 0, run.stderr.read() if run.stderr else ""  # type: ignore[union-attr]
     assert seen(read_jsonl(out)) == expected(records)
@@ -184,7 +176,7 @@ def test_a_killed_producer_resumes_feeding_and_writing_with_no_gap(
                 return str(key).split(":")[2]
         return None
 
-    job = until(job_half_written, 90, "the producer wrote 100 rows")
+    job = poll(job_half_written, timeout=90, what="the producer wrote 100 rows")
     first.send_signal(signal.SIGKILL)
     first.wait()
     calls_before = cluster.simulator.stats()["requests"]
@@ -215,7 +207,11 @@ def test_no_wait_job_feeds_itself_and_follow_resumes_after_a_crash(
     assert int(jobstate.read_meta(client, job)["fed"]) <= 25  # type: ignore[index]
     out = tmp_path / "follow.jsonl"
     follower = ibt(cluster, "result", job, "--follow", "-o", str(out))
-    until(lambda: out.exists() and len(out.read_text().splitlines()) >= 100, 90, "100 rows")
+    poll(
+        lambda: out.exists() and len(out.read_text().splitlines()) >= 100,
+        timeout=90,
+        what="100 rows",
+    )
     follower.send_signal(signal.SIGKILL)
     follower.wait()
     again = ibt(cluster, "result", job, "--follow", "-o", str(out))
