@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,53 @@ def test_two_conflicting_final_verdicts_are_never_a_score(
     result = parse_reply(text)
     assert isinstance(result, Unparseable), (text, result)
     assert result.why.startswith("conflicting final verdicts"), (text, result.why)
+
+
+# --- the plain-reply fast path agrees with the full search ----------------------------------
+
+PLAIN_TAILS = ["Score: 4", "**Score:** 2", "score: 5", "SCORE:3  ", "**Score: 1**", "Score : 4"]
+
+
+def _full(text: str) -> Verdict | Unparseable:
+    """What the full search alone makes of ``text``."""
+    import workers.parsing as parsing
+
+    plain, parsing._plain = parsing._plain, lambda _text: None  # type: ignore[assignment]
+    try:
+        return parse_reply(text)
+    finally:
+        parsing._plain = plain  # type: ignore[assignment]
+
+
+def test_the_fast_path_agrees_with_the_full_search_on_the_corpus() -> None:
+    import workers.parsing as parsing
+
+    taken = 0
+    for case in CORPUS:
+        fast = parsing._plain(case["reply"])
+        if fast is not None:
+            taken += 1
+            assert fast == _full(case["reply"]), case["note"]
+    assert taken >= 3  # the corpus has plain replies too
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prose=st.text(min_size=1, max_size=300)
+    | st.text(st.sampled_from(string.ascii_letters + " .,;:!?'-*_#\n"), min_size=1, max_size=300),
+    tail=st.sampled_from(PLAIN_TAILS),
+)
+def test_the_fast_path_agrees_with_the_full_search_on_any_prose(prose: str, tail: str) -> None:
+    import workers.parsing as parsing
+
+    text = f"{prose}\n{tail}"
+    fast = parsing._plain(text)
+    if fast is not None:
+        assert fast == _full(text)
+
+
+def test_the_fast_path_takes_the_simulators_reply() -> None:
+    import workers.parsing as parsing
+
+    text = "Simulated judge x: a deterministic stand-in, not a real judgement.\nScore: 4"
+    assert parsing._plain(text) == _full(text) == Verdict(4, text.split("\n")[0])

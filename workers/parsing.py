@@ -180,9 +180,39 @@ def parse_reply(text: str) -> Verdict | Unparseable:
         return Unparseable(raw=text, why=f"parser error: {exc!r}")
 
 
+# The reply most judges send: prose, then a last line "Score: N". When the prose holds nothing
+# any verdict form could be built from (no digit, no number word, no JSON, table or markup),
+# that line is the only candidate, so the full search (~0.3 ms, ten times this) would find it
+# alone; tests/test_parsing.py checks that both agree on every reply this path takes.
+_PLAIN_LAST_LINE = re.compile(
+    r"\n[ \t]*(?:\*\*)?score(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?([1-5])(?:\*\*)?[ \t]*$", re.I
+)
+_NOTHING_TO_READ = re.compile(
+    r"[\d{}\[\]|<>\\]|\b(?:one|two|three|four|five|ten|score|rating|rate|grade|mark|points?)\b",
+    re.I,
+)
+
+
+def _plain(text: str) -> Verdict | None:
+    """The verdict of a plain "prose, then Score: N" reply, or None (take the full search)."""
+    if not text.isascii():
+        return None
+    last = _PLAIN_LAST_LINE.search(text.rstrip())
+    if last is None:
+        return None
+    body = text[: last.start()]
+    if not body.strip() or _NOTHING_TO_READ.search(body):
+        return None
+    reasoning = _clean_reasoning(body)
+    return Verdict(score=int(last.group(1)), reasoning=reasoning) if reasoning else None
+
+
 def _parse(text: str) -> Verdict | Unparseable:
     if not text or not text.strip():
         return Unparseable(raw=text, why="empty reply")
+    plain = _plain(text)
+    if plain is not None:
+        return plain
     closes = list(_THINK_CLOSE.finditer(text))
     offset = closes[-1].end() if closes else 0
     opened = _THINK_OPEN.search(text, offset)
