@@ -230,8 +230,12 @@ def _run(  # type: ignore[no-untyped-def]
             _cancel_quietly(job, current.app, specs, embedded=current.embedded)
             _say_interrupted(job, client, embedded=current.embedded, command=command)
             raise
-        except BaseException:
+        except BaseException as exc:
             writer.abandon()
+            if isinstance(exc, BrokenPipeError) and not current.embedded:
+                # The reader of our output is gone (`| head`): nobody will read the rest, so
+                # the job must not go on spending on the cluster.
+                _cancel_quietly(job, current.app, specs, embedded=False)
             raise
         # Inside the session: the last rows stream from the (maybe embedded) broker.
         written = writer.finish()

@@ -283,10 +283,24 @@ def join_parquet_parts(parts: list[Path], target: Path) -> None:
     import pyarrow.parquet as pq
 
     schemas = [pq.read_schema(part) for part in parts]
+    textual: set[str] = set()  # columns whose parts disagree on a type: kept as JSON text
     if not schemas:
         schema = pa.schema([(name, pa.string()) for name in DOCUMENTED])
     else:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        try:
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            types: dict[str, set[Any]] = {}
+            for part_schema in schemas:
+                for f in part_schema:
+                    if not pa.types.is_null(f.type):
+                        types.setdefault(f.name, set()).add(f.type)
+            textual = {name for name, found in types.items() if len(found) > 1}
+            schemas = [
+                pa.schema([pa.field(f.name, pa.string()) if f.name in textual else f for f in ps])
+                for ps in schemas
+            ]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
         # All-null columns (every reasoning an error, say) are strings in the output.
         schema = pa.schema(
             [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
@@ -297,6 +311,13 @@ def join_parquet_parts(parts: list[Path], target: Path) -> None:
     with pq.ParquetWriter(partial, schema) as writer:
         for part in parts:
             table = pq.read_table(part)
+            for name in textual & set(table.column_names):
+                values = [
+                    None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                    for v in table.column(name).to_pylist()
+                ]
+                column = table.column_names.index(name)
+                table = table.set_column(column, name, pa.array(values, pa.string()))
             for field in schema:
                 if field.name not in table.column_names:
                     table = table.append_column(field, pa.nulls(table.num_rows, field.type))

@@ -113,9 +113,13 @@ class InputSource:
     ) -> InputSource:
         mapping = mapping or ColumnMap()
         if path == "-":
+            import atexit
+            import shutil
             import tempfile
 
             directory = spool_dir or Path(tempfile.mkdtemp(prefix="ibt-stdin-"))
+            if spool_dir is None:  # read twice while the command runs, removed when it ends
+                atexit.register(shutil.rmtree, directory, ignore_errors=True)
             spooled = str(formats.spool_stdin(directory))
             return cls(spooled, "<stdin>", mapping, _kind(spooled, "<stdin>"))
         return cls(path, path, mapping, _kind(path, path))

@@ -134,7 +134,7 @@ def start(
         expires=settings.result_expires,
         extra={"collect_id": collect_task_id(job), "window": window or 0},
     )
-    fields = {"options": options.to_json(), "nmodels": len(models)}
+    fields = {"options": options.to_json()}
     if capped:
         fields["budget"] = "1"
     client.hset(jobstate.meta_key(job), mapping=fields)  # type: ignore[arg-type]

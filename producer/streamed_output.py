@@ -21,8 +21,6 @@ import contextlib
 import json
 import os
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +29,7 @@ import redis
 from producer.formats import LINES_SUFFIXES, PARQUET_SUFFIXES
 from workers import jobstate
 from workers.errors import IbtError
+from workers.leases import Lease
 
 LEASE_SECONDS = 10
 # Rows read per round trip while draining.
@@ -52,10 +51,10 @@ class StreamedOutput:
         self.client = client
         self.job = job
         self.path = None if path in (None, "-") else path
-        self.token = uuid.uuid4().hex
+        self.lease = Lease(client, writer_key(job), LEASE_SECONDS)
         meta = jobstate.read_meta(client, job) or {}
         self.rows = int(meta.get("pairs", 0))
-        self.written = int(meta.get("written", 0))
+        self.written = 0  # read under the lease (claim)
         self.records = 0
         # Each model's first error text, for the summary's one-line example of a systemic
         # failure (the records themselves leave Redis as they are written).
@@ -66,39 +65,57 @@ class StreamedOutput:
         if suffix not in LINES_SUFFIXES and self.kind != "parquet":
             self.kind = "json"
         self._sink: _Sink | None = None
-        self._offset = int(meta.get("out_bytes", 0))
-        self._parts = int(meta.get("out_parts", 0))
+        self._offset = 0
+        self._parts = 0
 
     # ------------------------------------------------------------------ lease and resume
 
     def claim(self) -> None:
-        """Take the job's writer lease (waiting for a killed writer's to lapse, renewed at
-        every drain), then open the output where the last committed write ended."""
-        key = writer_key(self.job)
-        deadline = time.monotonic() + LEASE_SECONDS + 1
-        while not self.client.set(key, self.token, nx=True, ex=LEASE_SECONDS):
-            if time.monotonic() >= deadline:
-                raise WriterBusy(f"job {self.job}'s output is being written by another process")
-            time.sleep(0.2)
-        meta = jobstate.read_meta(self.client, self.job) or {}
-        previous = meta.get("out_path")
-        if self.written and previous and self.path and Path(previous) != Path(self.path):
+        """Take the job's writer lease (waiting for a killed writer's to lapse), then read
+        where the last committed write ended, under the lease, and open the output there."""
+        if not self.lease.claim(wait=LEASE_SECONDS + 1):
+            raise WriterBusy(f"job {self.job}'s output is being written by another process")
+        try:
+            meta = jobstate.read_meta(self.client, self.job) or {}
+            self.written = int(meta.get("written", 0))
+            self._offset = int(meta.get("out_bytes", 0))
+            self._parts = int(meta.get("out_parts", 0))
+            self._check_resume(meta.get("out_path"))
+            if self.path:
+                self.client.hset(jobstate.meta_key(self.job), "out_path", str(self.path))
+            self._sink = self._open_sink()
+        except BaseException:
+            self.lease.release()
+            raise
+
+    def _check_resume(self, previous: str | None) -> None:
+        """A job's rows go to one place: resuming elsewhere would leave a gap."""
+        if not self.written:
+            return
+        where = previous or "stdout"
+        if self.path is None or previous is None:
+            raise WriterBusy(
+                f"job {self.job}'s first {self.written} rows were written to {where}; "
+                + ("resume with -o naming that file" if previous else "they cannot be resumed")
+            )
+        if Path(previous).resolve() != Path(self.path).resolve():
             raise WriterBusy(
                 f"job {self.job}'s first {self.written} rows were written to {previous}; "
                 "go on writing there"
             )
-        if self.written and self.path is None:
+        written_there = (
+            Path(self.path).with_name(Path(self.path).name + ".parts").is_dir()
+            if self.kind == "parquet"
+            else Path(self.path).exists()
+        )
+        if not written_there:
             raise WriterBusy(
-                f"job {self.job}'s first {self.written} rows were written to {previous}; "
-                "resume with -o naming that file"
+                f"job {self.job}'s first {self.written} rows were written to {previous}, "
+                "which is gone; they left Redis as they were written"
             )
-        if self.path:
-            self.client.hset(jobstate.meta_key(self.job), "out_path", str(self.path))
-        self._sink = self._open_sink()
 
     def release(self) -> None:
-        if self.client.get(writer_key(self.job)) == self.token:
-            self.client.delete(writer_key(self.job))
+        self.lease.release()
 
     def _open_sink(self) -> _Sink:
         if self.path is None:
@@ -123,9 +140,7 @@ class StreamedOutput:
     def drain(self) -> int:
         """Write every row that is ready now; returns how many rows were written."""
         assert self._sink is not None, "claim() first"
-        if self.client.get(writer_key(self.job)) != self.token:
-            raise WriterBusy(f"job {self.job}: this writer's lease was lost")
-        self.client.expire(writer_key(self.job), LEASE_SECONDS)
+        self.lease.check(f"job {self.job}'s output")
         total = 0
         while self.written < self.rows:
             meta = jobstate.read_meta(self.client, self.job) or {}
@@ -156,15 +171,24 @@ class StreamedOutput:
         done_heads = [
             str(row.head) for row in ready if self._last_use.get(row.head, row.head) == row.row
         ]
-        with self.client.pipeline(transaction=True) as pipe:
-            mapping: dict[str, Any] = {"written": self.written}
-            mapping["out_parts" if self.kind == "parquet" else "out_bytes"] = position
-            pipe.hset(jobstate.meta_key(self.job), mapping=mapping)
-            if done_heads:
-                for model in models:
-                    pipe.hdel(jobstate.records_key(self.job, model), *done_heads)
-            pipe.hdel(jobstate.extra_key(self.job), *[str(row.row) for row in ready])
-            pipe.execute()
+        mapping: dict[str, Any] = {"written": self.written}
+        mapping["out_parts" if self.kind == "parquet" else "out_bytes"] = position
+        for attempt in range(3):
+            try:
+                with self.client.pipeline(transaction=True) as pipe:
+                    # Only the lease holder moves the position (a writer stalled past its
+                    # lease must not, or two writers would interleave).
+                    self.lease.watch(pipe, f"job {self.job}'s output")
+                    pipe.hset(jobstate.meta_key(self.job), mapping=mapping)
+                    if done_heads:
+                        for model in models:
+                            pipe.hdel(jobstate.records_key(self.job, model), *done_heads)
+                    pipe.hdel(jobstate.extra_key(self.job), *[str(row.row) for row in ready])
+                    pipe.execute()
+                return
+            except redis.WatchError:
+                if attempt == 2:  # the lease key was touched: our own renewal, most likely
+                    raise
 
     def finish(self) -> int:
         """Close the output once every row is written (the job is done); returns records."""

@@ -318,3 +318,55 @@ def test_curation_reads_and_writes_parquet(tmp_path: Path) -> None:
         r["instruction"] for r in read_jsonl(tmp_path / "keep.jsonl")
     ]
     assert kept and all(r["aggregate"]["value"] >= 4 for r in kept)
+
+
+def test_parquet_parts_that_disagree_on_a_type_keep_it_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer import formats
+
+    monkeypatch.setattr(formats, "PARQUET_BATCH", 2)
+    records = [
+        {"reasoning": "r", "score": "4", "instruction": "q", "generation": "a", "model": "m",
+         "id": value}
+        for value in (1, 2, "three", None, {"k": 5})
+    ]  # fmt: skip
+    out = tmp_path / "mixed.parquet"
+    assert formats.write_parquet(iter(records), out) == 5
+    table = pq.read_table(out)
+    assert table.schema.field("id").type == pa.string()
+    assert table.column("id").to_pylist() == ["1", "2", "three", None, '{"k": 5}']
+    assert table.column("score").to_pylist() == ["4"] * 5
+
+
+def test_a_feeder_that_lost_its_lease_publishes_nothing(tmp_path: Path) -> None:
+    """A producer stalled past its lease (another feeder took over) must not send what the
+    new feeder sends: its transaction is conditional on the lease."""
+    from workers.app import create_app
+    from workers.feeding import feeder_key
+    from workers.leases import LeaseLost
+
+    valkey = ValkeyProcess(tmp_path / "valkey")
+    valkey.start()
+    app = create_app(valkey.url)
+    try:
+        client = jobstate.client_for_url(valkey.url)
+        pairs = [Pair(f"l q{i}", f"l a{i}") for i in range(100)]
+        specs = ModelRegistry().resolve_all(MODELS)
+        feeder = jobs.start(app, pairs, specs, options=Options(), window=10)
+        queued = client.llen(queue_name(OPENAI_MODEL))
+        assert queued == 10 and int(jobstate.read_meta(client, feeder.job)["cursor"]) == 10  # type: ignore[index]
+        client.set(feeder_key(feeder.job), "another feeder")  # its lease lapsed; taken over
+        client.delete(queue_name(OPENAI_MODEL), queue_name(ANTHROPIC_MODEL))  # all "done"
+        for model in MODELS:
+            client.hset(jobstate.stats_key(feeder.job), f"{model}:done", 10)
+        with pytest.raises(LeaseLost):
+            feeder.top_up(jobstate.progress(client, feeder.job))
+        with pytest.raises(LeaseLost):  # even past the check at the top, the EXEC is refused
+            feeder._publish_chunk(10)
+        assert client.llen(queue_name(OPENAI_MODEL)) == 0
+        assert int(jobstate.read_meta(client, feeder.job)["cursor"]) == 10  # type: ignore[index]
+    finally:
+        feeder.lease._stop.set()
+        app.pool.force_close_all()
+        valkey.stop()

@@ -17,8 +17,6 @@ model's verdict, so a fast model running far ahead would only pile up records in
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,8 +25,9 @@ import redis
 
 from workers import cancellation, closing, jobstate
 from workers.errors import IbtError
+from workers.leases import Lease
 from workers.models import COLLECT_QUEUE, queue_name
-from workers.publish import Outgoing, queue_tasks
+from workers.publish import Outgoing, envelope
 from workers.records import ScoreRequest
 from workers.settings import get_settings
 
@@ -104,31 +103,27 @@ class Feeder:
         self.unique = unique
         self.window = window
         self.on_commit = on_commit
-        self.token = uuid.uuid4().hex
-        meta = jobstate.read_meta(client, job) or {}
-        self.cursor = int(meta.get("cursor", 0))
-        self.fed = int(meta.get("fed", 0))
-        self.finished = self.cursor >= rows or "feed_end" in meta
+        self.lease = Lease(client, feeder_key(job), LEASE_SECONDS)
+        self.cursor = 0
+        self.fed = 0
+        self.finished = True  # until claim() has read where the job stands
         self._rows: Iterator[FeedRow] | None = None
 
     def claim(self, wait: float = 0.0) -> bool:
-        """Take the job's feeder lease, waiting up to ``wait`` seconds for a dead feeder's
-        to lapse; False if a feeder still holds it."""
-        deadline = time.monotonic() + wait
-        while not self.client.set(feeder_key(self.job), self.token, nx=True, ex=LEASE_SECONDS):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
+        """Take the job's feeder lease (waiting up to ``wait`` seconds for a dead feeder's to
+        lapse), then read where the job stands: only the lease holder may trust the cursor.
+        False if a live feeder holds the lease."""
+        if not self.lease.claim(wait):
+            return False
+        meta = jobstate.read_meta(self.client, self.job) or {}
+        self.cursor = int(meta.get("cursor", 0))
+        self.fed = int(meta.get("fed", 0))
+        self.finished = self.cursor >= self.rows or "feed_end" in meta
+        self._rows = None
         return True
 
     def release(self) -> None:
-        if self.client.get(feeder_key(self.job)) == self.token:
-            self.client.delete(feeder_key(self.job))
-
-    def _renew(self) -> None:
-        if self.client.get(feeder_key(self.job)) != self.token:
-            raise FeederBusy(f"job {self.job}: this feeder's lease was lost")
-        self.client.expire(feeder_key(self.job), LEASE_SECONDS)
+        self.lease.release()
 
     def room(self, snapshot: jobstate.JobProgress | None) -> int:
         """Pairs the window has room for now (each pair is one task per model)."""
@@ -141,15 +136,15 @@ class Feeder:
         """Whether a top-up now would publish (enough room, something left)."""
         if self.finished:
             return False
-        if self.window is None:
-            return True
+        if self.window is None or self.fed >= self.unique:
+            return True  # (only repeated rows left: they take no room, only the cursor moves)
         return self.room(snapshot) >= min(self.window * REFILL_SHARE, self.unique - self.fed)
 
     def top_up(self, snapshot: jobstate.JobProgress | None = None) -> int:
         """Publish what the window has room for; returns the pairs published."""
         if self.finished:
             return 0
-        self._renew()  # every poll, so the lease stays short
+        self.lease.check(f"job {self.job}'s feeder")
         if cancellation.is_cancelled(self.client, self.job):
             self.stop_at_cursor()
             return 0
@@ -157,8 +152,8 @@ class Feeder:
             return 0
         room = self.room(snapshot)
         published = 0
-        while room > 0 and not self.finished:
-            step = self._publish_chunk(min(CHUNK, room))
+        while not self.finished and (room > 0 or self.fed >= self.unique):
+            step = self._publish_chunk(max(1, min(CHUNK, room)))
             published += step
             room -= max(step, 1)
         return published
@@ -184,18 +179,29 @@ class Feeder:
             if taken >= pairs:
                 cursor = row + 1
                 break
-        with self.client.pipeline(transaction=True) as pipe:
-            queue_tasks(self.app, pipe, tasks)
-            if extras:
-                pipe.hset(jobstate.extra_key(self.job), mapping=extras)
-                pipe.expire(jobstate.extra_key(self.job), get_settings().result_expires)
-                pipe.hset(jobstate.meta_key(self.job), "extra", "1")
-            pipe.hset(
-                jobstate.meta_key(self.job), mapping={"cursor": cursor, "fed": self.fed + taken}
-            )
-            if self.on_commit is not None:
-                self.on_commit(pipe, cursor)
-            pipe.execute()
+        messages = [(task.queue, envelope(self.app, task)) for task in tasks]
+        for attempt in range(3):
+            try:
+                with self.client.pipeline(transaction=True) as pipe:
+                    # Only the lease holder publishes: a feeder that lost its lease (stalled
+                    # past it) must not send what another feeder sends now.
+                    self.lease.watch(pipe, f"job {self.job}'s feeder")
+                    for queue, body in messages:
+                        pipe.lpush(queue, body)
+                    if extras:
+                        pipe.hset(jobstate.extra_key(self.job), mapping=extras)
+                        pipe.expire(jobstate.extra_key(self.job), get_settings().result_expires)
+                        pipe.hset(jobstate.meta_key(self.job), "extra", "1")
+                    mapping = {"cursor": cursor, "fed": self.fed + taken}
+                    pipe.hset(jobstate.meta_key(self.job), mapping=mapping)
+                    if self.on_commit is not None:
+                        self.on_commit(pipe, cursor)
+                    pipe.execute()
+                break
+            except redis.WatchError:
+                # The lease key was touched: our own renewal, most likely; check and retry.
+                if attempt == 2:
+                    raise
         self.cursor = cursor
         self.fed += taken
         self.finished = self.cursor >= self.rows
@@ -257,33 +263,34 @@ def feed_on_cluster(app: Any, client: redis.Redis, job: str) -> int:
     if meta.get("feed") != "cluster":
         return 0
     url = str(app.conf.result_backend)
-    cursor = int(meta.get("cursor", 0))
+    rows = int(meta.get("pairs", 0))
     feeder = Feeder(
         app,
         client,
         job,
-        lambda start: input_chunks.read_from(url, job, start),
+        lambda start: input_chunks.read_from(url, job, start, rows),
         json.loads(meta.get("models", "[]")),
         Options.from_json(meta.get("options")),
-        rows=int(meta.get("pairs", 0)),
+        rows=rows,
         unique=int(meta.get("unique", 0)),
         window=int(meta.get("window", 0)) or None,
-        on_commit=input_chunks.dropper(job, cursor, int(meta.get("pairs", 0))),
     )
-    if not feeder.claim():
-        # The lease holder feeds; let the next completion ask again rather than wait on a
-        # flag this task would otherwise leave set for its 30 s.
-        client.delete(pending_key(job))
-        return 0
-    published = 0
     try:
-        while True:
-            published += feeder.top_up(jobstate.progress(client, job))
-            client.delete(pending_key(job))
-            if feeder.finished or not feeder.wants(jobstate.progress(client, job)):
-                break
+        if not feeder.claim():
+            return 0  # the holder feeds; the flag is cleared below so the next one can ask
+        # Chunks before the cursor the lease holder read are gone or going with its top-ups.
+        feeder.on_commit = input_chunks.dropper(job, feeder.cursor, rows)
+        published = 0
+        try:
+            while True:
+                published += feeder.top_up(jobstate.progress(client, job))
+                client.delete(pending_key(job))
+                if feeder.finished or not feeder.wants(jobstate.progress(client, job)):
+                    break
+        finally:
+            feeder.release()
     finally:
-        feeder.release()
+        client.delete(pending_key(job))
     # Completions that came while this held the lease found the flag taken, or their feed
     # task found the lease taken: look once more now that both are free.
     if (

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from workers.errors import IbtError
 from workers.feeding import FeedRow, OnCommit
 
 CHUNK_ROWS = 1000
@@ -50,15 +51,17 @@ def _store(pipe: Any, job: str, number: int, chunk: list[Any], expires: int) -> 
     pipe.set(chunk_key(job, number), data, ex=expires)
 
 
-def read_from(url: str, job: str, start: int) -> Iterator[FeedRow]:
-    """Rows from ``start`` on (a binary client: the values are compressed bytes)."""
+def read_from(url: str, job: str, start: int, rows: int) -> Iterator[FeedRow]:
+    """Rows from ``start`` to ``rows`` (a binary client: the values are compressed bytes).
+    A chunk that is gone (expired, or dropped by a feeder that went further) is an error,
+    never the end of the input."""
     client = redis.Redis.from_url(url)
     try:
         number = start // CHUNK_ROWS
-        while True:
+        while number * CHUNK_ROWS < rows:
             data = client.get(chunk_key(job, number))
             if data is None:
-                return
+                raise IbtError(f"job {job}: input chunk {number} is gone from Redis")
             for row, texts, extra in json.loads(zlib.decompress(data)):  # type: ignore[arg-type]
                 if row >= start:
                     yield row, (tuple(texts) if texts else None), extra  # type: ignore[misc]

@@ -412,7 +412,11 @@ def collect(self: Task, *_: Any, job: str, models: list[str] | None = None) -> d
     return {"job": job, "summary": summary}
 
 
-@app.task(name="ibt.feed", bind=True, acks_late=True, ignore_result=True)
+@app.task(name="ibt.feed", bind=True, acks_late=True, ignore_result=True, max_retries=5)
 def feed(self: Task, job: str) -> None:
-    """Top up a ``--no-wait`` job's window from its input in Redis (workers/feeding.py)."""
-    feeding.feed_on_cluster(app, _redis(), job)
+    """Top up a ``--no-wait`` job's window from its input in Redis (workers/feeding.py).
+    A failure (the broker restarting, say) is tried again: nobody else may ask."""
+    try:
+        feeding.feed_on_cluster(app, _redis(), job)
+    except Exception as exc:
+        raise self.retry(countdown=2, exc=exc) from None

@@ -41,10 +41,16 @@ if total >= 0 and done >= total then return first + 2 end
 if redis.call('HGET', KEYS[3], 'feed') == 'cluster' and
     redis.call('HEXISTS', KEYS[3], 'feed_end') == 0 then
   local fed = tonumber(redis.call('HGET', KEYS[3], 'fed') or '0')
-  local unique = tonumber(redis.call('HGET', KEYS[3], 'unique') or '0')
+  local cursor = tonumber(redis.call('HGET', KEYS[3], 'cursor') or '0')
+  local rows = tonumber(redis.call('HGET', KEYS[3], 'pairs') or '0')
   local window = tonumber(redis.call('HGET', KEYS[3], 'window') or '0')
-  local models = tonumber(redis.call('HGET', KEYS[3], 'nmodels') or '1')
-  if fed < unique and (fed * models - done) <= 0.75 * window * models then
+  -- The slowest model sets the room, as in the feeder (workers/feeding.py, Feeder.room).
+  local slowest = nil
+  for _, model in ipairs(cjson.decode(redis.call('HGET', KEYS[3], 'models') or '[]')) do
+    local d = tonumber(redis.call('HGET', KEYS[2], model .. ':done') or '0')
+    if slowest == nil or d < slowest then slowest = d end
+  end
+  if cursor < rows and (fed - (slowest or 0)) <= 0.75 * window then
     if redis.call('SET', KEYS[4], '1', 'NX', 'EX', 30) then return first + 4 end
   end
 end
