@@ -54,6 +54,7 @@ class StreamedOutput:
         self.lease = Lease(client, writer_key(job), LEASE_SECONDS)
         meta = jobstate.read_meta(client, job) or {}
         self.rows = int(meta.get("pairs", 0))
+        self.models: list[str] = json.loads(meta.get("models", "[]"))
         self.written = 0  # read under the lease (claim)
         self.records = 0
         # Each model's first error text, for the summary's one-line example of a systemic
@@ -167,7 +168,6 @@ class StreamedOutput:
         position = self._sink.write(records)
         self.records += len(records)
         self.written += len(ready)
-        models = json.loads((jobstate.read_meta(self.client, self.job) or {}).get("models", "[]"))
         done_heads = [
             str(row.head) for row in ready if self._last_use.get(row.head, row.head) == row.row
         ]
@@ -181,7 +181,7 @@ class StreamedOutput:
                     self.lease.watch(pipe, f"job {self.job}'s output")
                     pipe.hset(jobstate.meta_key(self.job), mapping=mapping)
                     if done_heads:
-                        for model in models:
+                        for model in self.models:
                             pipe.hdel(jobstate.records_key(self.job, model), *done_heads)
                     pipe.hdel(jobstate.extra_key(self.job), *[str(row.row) for row in ready])
                     pipe.execute()

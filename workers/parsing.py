@@ -400,6 +400,11 @@ def _from_object(data: dict[str, Any]) -> Verdict | Unparseable | None:
     raw = json.dumps(data, ensure_ascii=False, default=str)
     if isinstance(score, bool) or score is None or isinstance(score, dict | list):
         return Unparseable(raw=raw, why="structured reply has no score")
+    return _object_verdict(data, score, raw)
+
+
+def _object_verdict(data: dict[str, Any], score: object, raw: str) -> Verdict | Unparseable:
+    """A JSON verdict's score value read as any score is, with its reasoning field."""
     value = _read_value(str(score), strict=False)
     if not isinstance(value, int):
         return Unparseable(raw=raw, why=value or "structured reply has no score")
@@ -463,8 +468,4 @@ def parse_structured(data: object) -> Verdict | Unparseable:
     score = data.get("score")
     if isinstance(score, bool) or score is None:
         return Unparseable(raw=raw, why="structured reply has no score")
-    value = _read_value(str(score), strict=False)
-    if not isinstance(value, int):
-        return Unparseable(raw=raw, why=value or "structured reply has no score")
-    reasoning = data.get("reasoning", data.get("reason", data.get("explanation", "")))
-    return Verdict(score=value, reasoning=str(reasoning or "").strip())
+    return _object_verdict(data, score, raw)

@@ -102,6 +102,16 @@ def exact_agreement(a: Sequence[int], b: Sequence[int]) -> float | None:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
+def kappa_weight(weights: str | None, i: int, j: int) -> int:
+    """The disagreement weight of categories ``i`` and ``j`` (positions): quadratic, linear,
+    or unweighted (0 when equal, 1 otherwise)."""
+    if weights == "quadratic":
+        return (i - j) ** 2
+    if weights == "linear":
+        return abs(i - j)
+    return int(i != j)
+
+
 def cohen_kappa(
     a: Sequence[int],
     b: Sequence[int],
@@ -129,11 +139,7 @@ def cohen_kappa(
         raise ValueError(f"value {exc.args[0]!r} is not one of {list(categories)}") from None
 
     def weight(i: int, j: int) -> int:
-        if weights == "quadratic":
-            return (i - j) ** 2
-        if weights == "linear":
-            return abs(i - j)
-        return int(i != j)
+        return kappa_weight(weights, i, j)
 
     rows = Counter(ia)
     cols = Counter(ib)
@@ -377,11 +383,7 @@ def cells_kappa(
     index = {category: i for i, category in enumerate(categories)}
 
     def weight(i: int, j: int) -> int:
-        if weights == "quadratic":
-            return (i - j) ** 2
-        if weights == "linear":
-            return abs(i - j)
-        return int(i != j)
+        return kappa_weight(weights, i, j)
 
     rows: Counter[int] = Counter()
     cols: Counter[int] = Counter()
