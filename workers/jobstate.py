@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -277,24 +277,6 @@ def never_fed_record(model: str) -> dict[str, Any]:
     """A row of a cancelled job whose pair was never sent (windowed submission stopped)."""
     error = "cancelled: the job was cancelled before this pair was sent"
     return {**lost_record(model), "error": error}
-
-
-def store_extra(
-    client: redis.Redis, job: str, extras: Iterable[tuple[int, str]], expires: int
-) -> bool:
-    """Keep each row's extra fields (row → JSON) for the output; False if no row had any."""
-    stored = False
-    pipe = client.pipeline(transaction=False)
-    for count, (row, extra) in enumerate(extras, 1):
-        pipe.hset(extra_key(job), str(row), extra)
-        stored = True
-        if count % READ_BATCH == 0:
-            pipe.execute()
-    if stored:
-        pipe.expire(extra_key(job), expires)
-        pipe.hset(meta_key(job), "extra", "1")
-    pipe.execute()
-    return stored
 
 
 def lost_record(model: str) -> dict[str, Any]:

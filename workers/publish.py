@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +30,6 @@ class Outgoing:
     queue: str
     message: dict[str, Any]
     argsrepr: str
-
-
-def queue_tasks(app: Celery, pipe: Any, tasks: Iterable[Outgoing]) -> int:
-    """Queue an ``LPUSH`` per task on ``pipe``; returns how many."""
-    sent = 0
-    for task in tasks:
-        pipe.lpush(task.queue, envelope(app, task))
-        sent += 1
-    return sent
 
 
 def envelope(app: Celery, task: Outgoing) -> str:
