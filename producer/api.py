@@ -115,14 +115,41 @@ def embedded_session(*, workers_per_model: int = 1) -> Iterator[None]:
 
 
 @contextmanager
-def session(specs: Sequence[ModelSpec], *, workers_per_model: int = 1) -> Iterator[Session]:
+def early_stack(specs: Sequence[ModelSpec]) -> Iterator[LocalStack | None]:
+    """The embedded stack a job on ``specs`` will run on, started now, for ``session``.
+
+    ``ibt score`` starts it before reading its input and importing what submits and follows
+    the job, so that the workers' start-up (most of a small job's wall time) overlaps with
+    that work. Nothing is enqueued until ``session``. None when the job goes to a cluster or
+    to an open ``embedded_session``'s stack.
+    """
+    if get_settings().broker_url or _reused is not None:
+        yield None
+        return
+    check_local_credentials(specs)
+    with LocalStack(specs) as stack:
+        yield stack
+
+
+@contextmanager
+def session(
+    specs: Sequence[ModelSpec],
+    *,
+    workers_per_model: int = 1,
+    started: LocalStack | None = None,
+) -> Iterator[Session]:
     """A broker to submit to: ``IBT_BROKER_URL`` if set, the stack of an open
-    ``embedded_session``, else a fresh embedded stack for this one job.
+    ``embedded_session``, the ``started`` stack (``early_stack``), else a fresh embedded
+    stack for this one job.
 
     Celery is imported only after the embedded stack's processes are started, so their
     start-up overlaps with this import.
     """
     settings = get_settings()
+    if started is not None:
+        with _session_on(started) as current:
+            yield current
+        return
     if settings.broker_url:
         from workers.app import create_app
 
@@ -142,14 +169,22 @@ def session(specs: Sequence[ModelSpec], *, workers_per_model: int = 1) -> Iterat
             workers_stay=True,
         )
         return
-    with LocalStack(specs, workers_per_model=workers_per_model) as stack:
-        from workers.app import create_app
+    with (
+        LocalStack(specs, workers_per_model=workers_per_model) as stack,
+        _session_on(stack) as current,
+    ):
+        yield current
 
-        app = create_app(stack.broker_url)
-        try:
-            yield Session(app=app, embedded=True, check_alive=stack.check_alive)
-        finally:
-            app.pool.force_close_all()
+
+@contextmanager
+def _session_on(stack: LocalStack) -> Iterator[Session]:
+    from workers.app import create_app
+
+    app = create_app(stack.broker_url)
+    try:
+        yield Session(app=app, embedded=True, check_alive=stack.check_alive)
+    finally:
+        app.pool.force_close_all()
 
 
 def score_pairs(

@@ -342,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """The body of command ``name``; ``ibt worker`` imports worker-side modules only."""
     if name == "worker":
+        from workers.lean_imports import skip_unused_optional_imports
+
+        skip_unused_optional_imports()
         from workers.serve import cmd_worker
 
         return cmd_worker
@@ -357,5 +360,13 @@ def _is_broker_error(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.RedisError | OperationalError)
 
 
+def run() -> None:
+    """The ``ibt`` console script (and ``python -m producer.cli``): ``main``, then an exit
+    that skips the interpreter's teardown (workers/quick_exit.py)."""
+    from workers.quick_exit import quick_exit
+
+    quick_exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from producer import outcome
-from producer.api import check_samples, resolve_models, session
+from producer.api import check_samples, early_stack, resolve_models, session
 from producer.checks import check_budget, check_config
 from producer.inputs import load_pairs
 from producer.output import check_output, write_results, write_run_summary
@@ -50,27 +50,30 @@ def cmd_score(args: argparse.Namespace) -> int:
         if settings.broker_url:
             _check_cluster()
         return _dry_run(list(iter_pairs(source)), specs, args)
-    # One streaming pass validates every row and finds repeated pairs; no text is kept.
-    data = JobInput.from_source(source)
-    if settings.broker_url:
-        _check_cluster()
-    return _run(
-        data,
-        specs,
-        args.output,
-        no_wait=args.no_wait,
-        quiet=args.quiet,
-        use_cache=not args.no_cache,
-        structured=args.structured,
-        keep_extra=not args.drop_extra_fields,
-        resume=args.resume,
-        command=_command_line(args),
-        max_cost=args.max_cost,
-        batch=True if args.batch else None,
-        window=args.window,
-        samples=args.samples,
-        notes=sampling_notes,
-    )
+    with early_stack(specs) as stack:
+        # One streaming pass validates every row and finds repeated pairs; no text is kept.
+        # The embedded stack starts meanwhile: a bad row stops it before anything is sent.
+        data = JobInput.from_source(source)
+        if settings.broker_url:
+            _check_cluster()
+        return _run(
+            data,
+            specs,
+            args.output,
+            stack=stack,
+            no_wait=args.no_wait,
+            quiet=args.quiet,
+            use_cache=not args.no_cache,
+            structured=args.structured,
+            keep_extra=not args.drop_extra_fields,
+            resume=args.resume,
+            command=_command_line(args),
+            max_cost=args.max_cost,
+            batch=True if args.batch else None,
+            window=args.window,
+            samples=args.samples,
+            notes=sampling_notes,
+        )
 
 
 def _dry_run(pairs, specs, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -168,8 +171,10 @@ def _run(  # type: ignore[no-untyped-def]
     window: int | None = None,
     samples: int = 1,
     notes: list[str] | None = None,
+    stack=None,
 ) -> int:
-    """Submit ``pairs`` (a ``JobInput``), feed its window and stream its output as it runs."""
+    """Submit ``pairs`` (a ``JobInput``), feed its window and stream its output as it runs
+    (on the embedded ``stack`` already started, if given: ``api.early_stack``)."""
     from producer import job as jobs
     from producer.feeding import default_window
     from producer.progress import LiveProgress, NoConsumerWatch, console, print_summary
@@ -181,7 +186,7 @@ def _run(  # type: ignore[no-untyped-def]
     options = Options(use_cache, structured, False, batch, keep_extra, samples)
     for note in notes or []:
         console.print(f"note: {note}", highlight=False)
-    with session(specs) as current:
+    with session(specs, started=stack) as current:
         client = jobstate.client_for_url(current.app.conf.result_backend)
         feeder = None
         if resume:

@@ -241,6 +241,15 @@ def wait(
 def _wait(  # type: ignore[no-untyped-def]
     app, client, job, on_progress, check_alive, poll_interval, feeder, on_poll
 ) -> JobResult:
+    with ClosedSignal(client, app, job) as closed:
+        return _poll(
+            app, client, job, on_progress, check_alive, poll_interval, feeder, on_poll, closed
+        )
+
+
+def _poll(  # type: ignore[no-untyped-def]
+    app, client, job, on_progress, check_alive, poll_interval, feeder, on_poll, closed
+) -> JobResult:
     started = time.monotonic()
     complete_since: float | None = None
     last_done, moved = -1, time.monotonic()
@@ -277,7 +286,55 @@ def _wait(  # type: ignore[no-untyped-def]
         if check_alive is not None:
             check_alive()
         interval = poll_interval if feeder is None or feeder.finished else poll_interval / 2
-        time.sleep(poll_delay(time.monotonic() - started, interval))
+        closed.wait(poll_delay(time.monotonic() - started, interval))
+
+
+class ClosedSignal:
+    """Wakes the poll loop the moment the job's collect stores its result.
+
+    Celery's Redis backend publishes each stored result on the task's own channel; waiting
+    for that message instead of sleeping between polls means a finished job is seen at once
+    (a poll interval is up to half a second; a one-pair job is over in about two). Anything
+    wrong with the subscription (a broker restarting, a backend that does not publish) and
+    the loop simply sleeps, as it did before.
+    """
+
+    def __init__(self, client: redis.Redis, app: Celery, job: str) -> None:
+        self._pubsub: Any = None
+        channel = getattr(app.backend, "get_key_for_task", None)
+        if channel is None:
+            return
+        try:
+            self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(channel(collect_task_id(job)))
+        except redis.RedisError:
+            self.close()
+
+    def wait(self, seconds: float) -> None:
+        """Return after ``seconds``, or sooner if the job's result was stored meanwhile."""
+        if self._pubsub is None:
+            time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if self._pubsub.get_message(timeout=left) is not None:
+                    return
+        except (redis.RedisError, OSError, ValueError):
+            self.close()
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None
+
+    def __enter__(self) -> ClosedSignal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def cancel(app: Celery, job: str, specs: Sequence[ModelSpec], *, workers_stay: bool) -> None:

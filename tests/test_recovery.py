@@ -312,3 +312,48 @@ def test_monitors_restore_held_messages_once_and_leave_waiting_ones(
         for message in held_live:
             message.ack()
         assert not client.exists(recovery.held_key(live_owner))
+
+
+def test_a_monitor_that_read_before_another_restored_leaves_the_new_holder_alone(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Monitor one reads the dead owner's held set; monitor two restores the message and a
+    live consumer takes it again (same delivery tag, back in ``unacked``); then monitor one's
+    restore runs on what it read. It must not take the message from its new holder."""
+    client: Any = redis.Redis.from_url(valkey.url)
+    queue = Queue(QUEUE + ".stale", Exchange(QUEUE + ".stale", type="direct"), routing_key="s")
+    with (
+        Connection(valkey.url, transport=broker.TRANSPORT) as dead,
+        Connection(valkey.url, transport=broker.TRANSPORT) as live,
+        Connection(valkey.url, transport=broker.TRANSPORT) as one,
+        Connection(valkey.url, transport=broker.TRANSPORT) as two,
+    ):
+        queue.bind(dead.default_channel).declare()
+        dead.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key=queue.routing_key)
+        (taken,) = _deliver(dead, queue, 1)
+        owner = dead.default_channel.qos.owner
+        client.delete(recovery.alive_key(owner))
+        live_owner = live.default_channel.qos.owner
+        real_restore = recovery._restore
+        redelivered: list[Any] = []
+        sweeps: dict[str, recovery.Sweep] = {}
+
+        def stale_restore(channel: Any, redis_client: Any, holding: Any, payloads: Any) -> Any:
+            if channel is one.default_channel and not sweeps:
+                sweeps["two"] = recovery.sweep(two.default_channel, min_uptime=0)
+                redelivered.extend(_deliver(live, queue, 1))
+            return real_restore(channel, redis_client, holding, payloads)
+
+        monkeypatch.setattr(recovery, "_restore", stale_restore)
+        sweeps["one"] = recovery.sweep(one.default_channel, skip=[live_owner], min_uptime=0)
+
+        assert sweeps["two"].restored == 1
+        assert (sweeps["one"].restored, sweeps["one"].dropped) == (0, 1)
+        (message,) = redelivered
+        assert message.delivery_tag == taken.delivery_tag
+        # The new holder keeps it: still unacknowledged, recorded as its, and not queued again.
+        assert client.hexists("unacked", message.delivery_tag)
+        assert client.sismember(recovery.held_key(live_owner), message.delivery_tag)
+        assert client.llen(queue.name) == 0
+        message.ack()
+        assert not client.hexists("unacked", message.delivery_tag)

@@ -5,7 +5,9 @@
 -- Returns 1 restored, 0 dropped from the held set (already acknowledged, or restored by
 -- another monitor or by kombu's visibility sweep), -1 left alone (the consumer beats again).
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-redis.call('SREM', KEYS[2], ARGV[1])
+-- SREM is the first claim: a monitor that read the held set before another restored the
+-- message must not take it again once its next holder has put the same tag in unacked.
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 -- Nowhere to put it: never take it out of unacked, kombu's visibility timeout stays in charge.
 if #KEYS < 5 then return 0 end
 -- HDEL is the claim: of two monitors (or a monitor and an ack) only one removes the entry.
