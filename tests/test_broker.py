@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from kombu import Connection
+import threading
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Queue
 
 from producer.local import ValkeyProcess
-from workers import broker
+from workers import broker, recovery
 from workers.app import create_app
 
 
@@ -33,3 +38,93 @@ def test_a_channel_reuses_one_client_and_still_acknowledges(valkey: ValkeyProces
         queue.close()
         client = channel._create_client()
         assert client.hlen(channel.unacked_key) == 0  # the ack really removed it
+
+
+def _held(connection: Connection, queue: Queue, count: int) -> list[Any]:
+    bound = queue.bind(connection.default_channel)
+    bound.declare()
+    producer = connection.Producer()
+    for n in range(count):
+        producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key)
+    return [bound.get(no_ack=False) for _ in range(count)]
+
+
+def test_acknowledgements_made_while_one_is_sent_go_in_its_next_command(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client: Any = redis.Redis.from_url(valkey.url)
+    queue = Queue("ibt.test.acks", Exchange("ibt.test.acks", type="direct"), routing_key="a")
+    with Connection(valkey.url, transport=broker.TRANSPORT) as connection:
+        messages = _held(connection, queue, 50)
+        qos = connection.default_channel.qos
+        tags = [m.delivery_tag for m in messages]
+        assert all(client.hexists("unacked", t) for t in tags)
+        assert client.scard(recovery.held_key(qos.owner)) == 50
+        real_script = broker._script
+        sent: list[list[str]] = []
+        first_sending, release = threading.Event(), threading.Event()
+
+        def watched(name: str, redis_client: Any) -> Any:
+            script = real_script(name, redis_client)
+            if name != "held_remove":
+                return script
+
+            def call(*, keys: Any, args: Any, client: Any) -> Any:
+                sent.append([str(a) for a in args])
+                if len(sent) == 1:
+                    first_sending.set()
+                    assert release.wait(30)
+                return script(keys=keys, args=args, client=client)
+
+            return call
+
+        monkeypatch.setattr(broker, "_script", watched)
+        first = threading.Thread(target=messages[0].ack)
+        first.start()
+        assert first_sending.wait(30)
+        # Every other acknowledgement returns at once: its tag waits for the sender.
+        others = [threading.Thread(target=m.ack) for m in messages[1:]]
+        for thread in others:
+            thread.start()
+        for thread in others:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in others)
+        assert all(client.hexists("unacked", t) for t in tags[1:])
+        release.set()
+        first.join(30)
+        assert sent == [[tags[0]], tags[1:]]  # two commands for fifty acknowledgements
+        assert not any(client.hexists("unacked", t) for t in tags)
+        assert client.zscore("unacked_index", tags[-1]) is None
+        assert not client.exists(recovery.held_key(qos.owner))
+
+
+def test_a_failed_acknowledgement_is_sent_with_the_next_or_when_the_channel_closes(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client: Any = redis.Redis.from_url(valkey.url)
+    queue = Queue("ibt.test.acks2", Exchange("ibt.test.acks2", type="direct"), routing_key="b")
+    with Connection(valkey.url, transport=broker.TRANSPORT) as connection:
+        one, two, three = _held(connection, queue, 3)
+        real_script = broker._script
+        failing = [True]
+
+        def flaky(name: str, redis_client: Any) -> Any:
+            if name == "held_remove" and failing:
+                failing.pop()
+                raise redis.exceptions.ConnectionError("the broker is restarting")
+            return real_script(name, redis_client)
+
+        monkeypatch.setattr(broker, "_script", flaky)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            one.ack()
+        assert client.hexists("unacked", one.delivery_tag)  # kept for the next send
+        two.ack()
+        assert not client.hexists("unacked", one.delivery_tag)
+        assert not client.hexists("unacked", two.delivery_tag)
+        # A tag left pending (its sender failed) is sent when the channel closes.
+        failing.append(True)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            three.ack()
+        assert client.hexists("unacked", three.delivery_tag)
+        connection.default_channel.close()
+    assert not client.hexists("unacked", three.delivery_tag)

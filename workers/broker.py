@@ -8,14 +8,15 @@ latency put 15% of its GIL time there (bench/README.md). Both calls share the ch
 connection pool, so one client per channel, which is thread-safe over that pool, does the
 same work.
 
-It also records which consumer holds each unacknowledged delivery, in the same pipelines
-kombu already sends for it, so that a dead worker's messages come back in seconds rather
+It also records which consumer holds each unacknowledged delivery, in the same command
+that records the delivery for kombu, so that a dead worker's messages come back in seconds rather
 than after the visibility timeout (workers/recovery.py). Everything else is kombu's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +26,15 @@ from celery import Celery
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
+from redis.commands.core import Script
 
 from workers import recovery
+from workers.jobstate import script_text
 
 # The value of Celery's ``broker_transport`` setting that selects this transport.
 TRANSPORT = "workers.broker:Transport"
+# Lua's unpack() takes a few thousand values; a group larger than this goes in several.
+ACKS_PER_COMMAND = 500
 # URL schemes this transport serves; any other (sentinel://, amqp://) keeps kombu's own.
 SCHEMES = ("redis", "rediss")
 
@@ -37,33 +42,114 @@ SCHEMES = ("redis", "rediss")
 class QoS(kombu_redis.QoS):
     """kombu's Redis QoS; each delivery also lands in its consumer's held set.
 
-    The set is written in the transaction that adds the delivery to ``unacked`` and
-    cleaned in the pipeline that removes it (ack, reject, restore), so it costs no round
-    trip; the transaction also refreshes the consumer's liveness key (recovery.record).
+    kombu records a delivery with a MULTI of ZADD + HSET and forgets it with a MULTI of
+    ZREM + HDEL; with our held set and liveness key that made seven and five commands for
+    redis-py to pack and parse, per task, in the consumer's event loop. One Lua script each
+    (``lua/held_append.lua``, ``lua/held_remove.lua``) does the same writes atomically, as
+    the transactions did, in one command. The delivery also refreshes the consumer's
+    liveness key (workers/recovery.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owner = recovery.new_owner()
         self._beating = False
+        self._acks_lock = threading.Lock()
+        self._pending_acks: list[str] = []
+        self._acks_sender = False
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        # kombu's QoS.append (5.x) with the recovery records in its transaction.
         if not self._beating:
             recovery.opened(self.owner)
             self._beating = True
         delivery = message.delivery_info
-        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key]))
-            recovery.record(pipe, self.owner, delivery_tag)
-            pipe.execute()
-            virtual.QoS.append(self, message, delivery_tag)
+        stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        keys = [self.unacked_index_key, self.unacked_key, *self._recovery_keys()]
+        args = [delivery_tag, time.time(), stored, recovery.HEARTBEAT_TTL, self.owner]
+        with self.channel.conn_or_acquire() as client:
+            _script("held_append", client)(keys=keys, args=args, client=client)
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        self._forget(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        else:
+            self._forget(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _forget(self, delivery_tag: str) -> None:
+        """Remove an acknowledged delivery's records, committed in groups.
+
+        Tasks finish on many threads. The first to acknowledge sends its tag at once; any
+        that acknowledge while that command is under way leave their tags for the sender,
+        which sends them all in its next command, until none are left. An idle worker
+        sends each alone, as kombu does; a busy one one command per group, with no timer.
+        A record not yet sent when the process dies is a message it still holds, restored
+        and run again like one in flight (workers/recovery.py states the bound); the channel
+        sends what is left when it closes. A failed send keeps its tags for the next one
+        (removing a record twice is harmless), and raises as kombu's ack would.
+        """
+        with self._acks_lock:
+            self._pending_acks.append(delivery_tag)
+            if self._acks_sender:
+                return
+            self._acks_sender = True
+        self._send_pending_acks()
+
+    def _send_pending_acks(self) -> None:
+        tags: list[str] = []
+        try:
+            while True:
+                with self._acks_lock:
+                    tags, self._pending_acks = self._pending_acks, []
+                    if not tags:
+                        self._acks_sender = False
+                        return
+                keys = [self.unacked_index_key, self.unacked_key, recovery.held_key(self.owner)]
+                with self.channel.conn_or_acquire() as client:
+                    forget = _script("held_remove", client)
+                    for start in range(0, len(tags), ACKS_PER_COMMAND):
+                        chunk = tags[start : start + ACKS_PER_COMMAND]
+                        forget(keys=keys, args=chunk, client=client)
+                tags = []
+        except BaseException:
+            with self._acks_lock:
+                self._pending_acks[:0] = tags
+                self._acks_sender = False
+            raise
+
+    def flush_acks(self) -> None:
+        """Send acknowledgements left pending (a channel closing)."""
+        with self._acks_lock:
+            if self._acks_sender or not self._pending_acks:
+                return
+            self._acks_sender = True
+        self._send_pending_acks()
+
+    def _recovery_keys(self) -> list[str]:
+        owner = self.owner
+        return [recovery.held_key(owner), recovery.alive_key(owner), recovery.REGISTRY]
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # kombu's restore_by_tag (a worker restoring what it held at shutdown) goes here.
         pipe = super()._remove_from_indices(delivery_tag, pipe)
         return recovery.unrecord(pipe, self.owner, delivery_tag)
+
+
+_scripts: dict[str, Script] = {}
+
+
+def _script(name: str, client: Any) -> Script:
+    """redis-py's Script for ``lua/<name>.lua``: EVALSHA, loading the script when the server
+    does not know it (a broker restarted since)."""
+    script = _scripts.get(name)
+    if script is None:
+        script = _scripts[name] = Script(client, script_text(name))
+    return script
 
 
 class Channel(kombu_redis.Channel):
@@ -80,6 +166,9 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         self._end_pending_poll()
+        if isinstance(self._qos, QoS):
+            with contextlib.suppress(Exception):  # the broker may be gone: restored later
+                self._qos.flush_acks()
         try:
             super().close()
         finally:

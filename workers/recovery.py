@@ -10,12 +10,13 @@ Each consuming channel of a worker process (its *owner*: node name, pid, a rando
 a channel number, so a restarted worker with the same node name is never taken for its dead
 predecessor) records in Redis
 
-* ``ibt:held:<owner>``: the delivery tags it holds (a set), written in the very pipelines
-  in which kombu adds a delivery to ``unacked`` and removes it on ack or reject
-  (workers/broker.py ``QoS``), so it costs no round trip;
+* ``ibt:held:<owner>``: the delivery tags it holds (a set), written in the very script
+  that adds a delivery to kombu's ``unacked`` and the one that removes it on ack or reject
+  (workers/broker.py ``QoS``, lua/held_append.lua and lua/held_remove.lua), so it costs
+  no round trip;
 * ``ibt:alive:<owner>``: a key that lapses ``HEARTBEAT_TTL`` seconds after the last beat;
   a thread beats every ``BEAT_SECONDS``, and every delivery beats too, in the same
-  transaction that records it (so a consumer that resumes after a stall is alive again
+  script that records it (so a consumer that resumes after a stall is alive again
   before it holds anything new);
 * ``ibt:recovery:owners``: the registry of owners, so nobody scans the keyspace.
 
@@ -47,8 +48,11 @@ nothing; two copies of one task running at the same time share the task id, whic
 their claim owner (workers/cache.py), so both may pay. So at most one extra paid call per
 message the owner held when its key lapsed: Celery's prefetch count, which is concurrency x
 ``worker_prefetch_multiplier`` (= concurrency here, running or waiting in the worker), plus
-the countdown retries it was holding (Celery raises the prefetch by one for each). Records
-are first-report-wins (lua/record_outcome.lua), so each row is still reported exactly once.
+the countdown retries it was holding (Celery raises the prefetch by one for each). A task
+that finished but whose acknowledgement was still waiting to be sent (workers/broker.py sends
+them in groups, at most one round trip behind) is among those held; run again, it finds its
+verdict cached (unless the job runs with ``--no-cache``) and pays nothing. Records are
+first-report-wins (lua/record_outcome.lua), so each row is still reported exactly once.
 """
 
 from __future__ import annotations
@@ -135,17 +139,8 @@ def live_owners() -> list[str]:
         return sorted(_live)
 
 
-def record(pipe: Any, owner: str, tag: str) -> Any:
-    """Queue, on kombu's delivery transaction, that ``owner`` holds ``tag`` and is alive."""
-    return (
-        pipe.sadd(held_key(owner), tag)
-        .set(alive_key(owner), 1, ex=HEARTBEAT_TTL)
-        .sadd(REGISTRY, owner)
-    )
-
-
 def unrecord(pipe: Any, owner: str, tag: str) -> Any:
-    """Queue, on kombu's ack/reject/restore pipeline, that ``owner`` no longer holds ``tag``."""
+    """Queue, on kombu's restore pipeline, that ``owner`` no longer holds ``tag``."""
     return pipe.srem(held_key(owner), tag)
 
 
