@@ -118,10 +118,10 @@ def embedded_session(*, workers_per_model: int = 1) -> Iterator[None]:
 def early_stack(specs: Sequence[ModelSpec]) -> Iterator[LocalStack | None]:
     """The embedded stack a job on ``specs`` will run on, started now, for ``session``.
 
-    ``ibt score`` starts it before reading its input and importing what submits and follows
-    the job, so that the workers' start-up (most of a small job's wall time) overlaps with
-    that work. Nothing is enqueued until ``session``. None when the job goes to a cluster or
-    to an open ``embedded_session``'s stack.
+    ``ibt score`` starts it once its input is validated, before importing what submits and
+    follows the job, so that the workers' start-up (most of a small job's wall time) overlaps
+    with that work. Nothing is enqueued until ``session``. None when the job goes to a
+    cluster or to an open ``embedded_session``'s stack.
     """
     if get_settings().broker_url or _reused is not None:
         yield None

@@ -50,12 +50,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         if settings.broker_url:
             _check_cluster()
         return _dry_run(list(iter_pairs(source)), specs, args)
+    # One streaming pass validates every row and finds repeated pairs; no text is kept.
+    data = JobInput.from_source(source)
+    if settings.broker_url:
+        _check_cluster()
     with early_stack(specs) as stack:
-        # One streaming pass validates every row and finds repeated pairs; no text is kept.
-        # The embedded stack starts meanwhile: a bad row stops it before anything is sent.
-        data = JobInput.from_source(source)
-        if settings.broker_url:
-            _check_cluster()
         return _run(
             data,
             specs,
