@@ -128,3 +128,53 @@ def test_a_failed_acknowledgement_is_sent_with_the_next_or_when_the_channel_clos
         assert client.hexists("unacked", three.delivery_tag)
         connection.default_channel.close()
     assert not client.hexists("unacked", three.delivery_tag)
+
+
+def test_a_consumer_takes_its_backlog_recorded_in_the_same_command(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each BRPOP a worker's channel takes what is queued, up to its free prefetch,
+    and each message is in ``unacked`` and the held set from the moment it leaves the queue:
+    no second command records it (lua/take_queued.lua)."""
+    client: Any = redis.Redis.from_url(valkey.url)
+    queue = Queue("ibt.test.take", Exchange("ibt.test.take", type="direct"), routing_key="t")
+    with Connection(valkey.url, transport=broker.TRANSPORT) as connection:
+        channel = connection.default_channel
+        bound = queue.bind(channel)
+        bound.declare()
+        producer = connection.Producer()
+        for n in range(5):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key)
+        channel.basic_qos(0, 3, False)  # a prefetch of three
+        seen: list[Any] = []
+        recorded_at_delivery: list[bool] = []
+
+        def on_message(message: Any) -> None:
+            tag = message.delivery_tag
+            recorded_at_delivery.append(
+                bool(client.hexists("unacked", tag))
+                and bool(client.sismember(recovery.held_key(channel.qos.owner), tag))
+            )
+            seen.append(message)
+
+        channel.basic_consume(queue.name, False, on_message, "ibt-test-take")
+        assert channel.take_queued() == 0  # not driven by an event loop: BRPOP only
+        connection.transport.in_event_loop = True
+        calls: list[str] = []
+        real_script = broker._script
+        monkeypatch.setattr(
+            broker, "_script", lambda name, c: calls.append(name) or real_script(name, c)
+        )
+        assert channel.take_queued() == 3
+        assert [m.payload["n"] for m in seen] == [0, 1, 2]  # oldest first, as BRPOP pops
+        assert recorded_at_delivery == [True, True, True]
+        assert calls == ["take_queued"]  # recorded by the take itself, not again on append
+        assert client.llen(queue.name) == 2
+        assert channel.take_queued() == 0  # the prefetch is full
+        for message in seen:
+            message.ack()
+        assert channel.take_queued() == 2
+        assert client.llen(queue.name) == 0
+        for message in seen[3:]:
+            message.ack()
+        assert not any(client.hexists("unacked", m.delivery_tag) for m in seen)
