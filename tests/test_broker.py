@@ -178,3 +178,43 @@ def test_a_consumer_takes_its_backlog_recorded_in_the_same_command(
         for message in seen[3:]:
             message.ack()
         assert not any(client.hexists("unacked", m.delivery_tag) for m in seen)
+
+
+def test_a_task_acknowledges_its_message_in_its_own_end_of_task_round_trip(
+    valkey: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client: Any = redis.Redis.from_url(valkey.url)
+    queue = Queue("ibt.test.ackin", Exchange("ibt.test.ackin", type="direct"), routing_key="i")
+    with Connection(valkey.url, transport=broker.TRANSPORT) as connection:
+        bound = queue.bind(connection.default_channel)
+        bound.declare()
+        producer = connection.Producer()
+        for task_id in ("task-1", "task-2"):
+            producer.publish(
+                {"n": task_id},
+                exchange=queue.exchange,
+                routing_key=queue.routing_key,
+                headers={"id": task_id},
+            )
+        first, second = bound.get(no_ack=False), bound.get(no_ack=False)
+        assert broker.acknowledge_in(client.pipeline(), "not-held-here") is None
+        pipe = client.pipeline(transaction=False)
+        pipe.set("ibt.test.record", 1)  # the task's own writes come first
+        done = broker.acknowledge_in(pipe, "task-1")
+        assert done is not None
+        pipe.execute()
+        done()
+        assert not client.hexists("unacked", first.delivery_tag)
+        assert client.hexists("unacked", second.delivery_tag)
+        calls: list[str] = []
+        real_script = broker._script
+        monkeypatch.setattr(
+            broker, "_script", lambda name, c: calls.append(name) or real_script(name, c)
+        )
+        first.ack()  # Celery's acknowledgement: nothing left to send
+        assert calls == []
+        second.ack()  # a task that did not (a retry, an error): sent as before
+        assert calls == ["held_remove"]
+        assert not client.hexists("unacked", second.delivery_tag)
+        assert broker.acknowledge_in(client.pipeline(), "task-1") is None  # forgotten
+        assert not client.exists(recovery.held_key(connection.default_channel.qos.owner))

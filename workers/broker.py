@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,7 +30,7 @@ from kombu.utils.json import dumps, loads
 from redis.commands.core import Script
 
 from workers import recovery
-from workers.jobstate import script_text
+from workers.jobstate import queue_script, script_text
 
 # The value of Celery's ``broker_transport`` setting that selects this transport.
 TRANSPORT = "workers.broker:Transport"
@@ -62,6 +62,10 @@ class QoS(kombu_redis.QoS):
         self._acks_sender = False
         # Deliveries already recorded by Channel.take_queued, about to reach append.
         self._taken: set[str] = set()
+        # Deliveries whose task removed their records itself (acknowledge_in), and the
+        # task id of each delivery held.
+        self._settled: set[str] = set()
+        self._task_of: dict[str, str] = {}
 
     def _beat(self) -> None:
         if not self._beating:
@@ -70,6 +74,10 @@ class QoS(kombu_redis.QoS):
 
     def append(self, message: Any, delivery_tag: str) -> None:
         self._beat()
+        task_id = (message.headers or {}).get("id")
+        if task_id:
+            self._task_of[delivery_tag] = task_id
+            _held_by_task[task_id] = (self, delivery_tag)
         if delivery_tag in self._taken:
             # Taken by lua/take_queued.lua, which recorded it in the same step.
             self._taken.discard(delivery_tag)
@@ -84,15 +92,28 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        self._forget(delivery_tag)
+        if not self._release(delivery_tag):
+            self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        settled = self._release(delivery_tag)
         if requeue:
             self.restore_by_tag(delivery_tag, leftmost=True)
-        else:
+        elif not settled:
             self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+
+    def _release(self, delivery_tag: str) -> bool:
+        """Forget which task held ``delivery_tag``; whether its task already removed its
+        records (``acknowledge_in``)."""
+        task_id = self._task_of.pop(delivery_tag, None)
+        if task_id is not None and _held_by_task.get(task_id, (None, None))[1] == delivery_tag:
+            _held_by_task.pop(task_id, None)
+        if delivery_tag in self._settled:
+            self._settled.discard(delivery_tag)
+            return True
+        return False
 
     def _forget(self, delivery_tag: str) -> None:
         """Remove an acknowledged delivery's records, committed in groups.
@@ -151,6 +172,29 @@ class QoS(kombu_redis.QoS):
         # kombu's restore_by_tag (a worker restoring what it held at shutdown) goes here.
         pipe = super()._remove_from_indices(delivery_tag, pipe)
         return recovery.unrecord(pipe, self.owner, delivery_tag)
+
+
+# The delivery each task running in this process came from, by task id (QoS.append).
+_held_by_task: dict[str, tuple[QoS, str]] = {}
+
+
+def acknowledge_in(pipe: Any, task_id: str | None) -> Callable[[], None] | None:
+    """Queue on ``pipe`` (a task's end-of-task writes) the removal of the task's delivery
+    records, so its acknowledgement costs no round trip of its own; what to call once
+    ``pipe`` has run (Celery's acknowledgement then only updates the consumer's counts).
+    None when this process holds no such delivery (eager runs, kombu's own transport).
+
+    Queue it last: a worker that dies while sending the pipeline leaves a prefix of it run,
+    so the record may be written and the message still held (run again: its verdict is
+    cached), never the message acknowledged without its record.
+    """
+    held = _held_by_task.get(task_id or "")
+    if held is None:
+        return None
+    qos, tag = held
+    keys = [qos.unacked_index_key, qos.unacked_key, recovery.held_key(qos.owner)]
+    queue_script(pipe, "held_remove", keys, [tag])
+    return lambda: qos._settled.add(tag)
 
 
 _scripts: dict[str, Script] = {}

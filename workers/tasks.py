@@ -14,6 +14,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from workers import (
+    broker,
     budget,
     cache,
     cancellation,
@@ -186,10 +187,14 @@ def score(self: Task, message: dict[str, Any]) -> None:
         if request.samples > 1:
             sampling.forget(pipe, request)
         finish(request, record, started, pipe)
+        outcome_at = len(pipe) - 1
+        acknowledged = broker.acknowledge_in(pipe, self.request.id)  # last: see its doc
         replies = pipe.execute()
-    if jobstate.completes(replies[-1]):
+    if acknowledged is not None:
+        acknowledged()
+    if jobstate.completes(replies[outcome_at]):
         closing.send_collect(app, client, request.job)
-    elif jobstate.wants_feed(replies[-1]):
+    elif jobstate.wants_feed(replies[outcome_at]):
         feeding.ask_cluster_to_feed(app, request.job)
 
 
