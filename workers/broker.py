@@ -213,8 +213,12 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     _shared_client: Any = None
 
+    # Whether the queues were found empty by the last take (then BRPOP waits for the next
+    # message, and no take is tried until one arrives).
+    _drained = False
+
     def _brpop_start(self, timeout: Any = None) -> Any:
-        if self.take_queued() and not self.qos.can_consume():
+        if not self._drained and self.take_queued() and not self.qos.can_consume():
             return None  # prefetch full: polled again once a task frees a slot
         connection = self.client.connection
         if connection is not None and getattr(connection, "ibt_client_id", None) is None:
@@ -232,7 +236,8 @@ class Channel(kombu_redis.Channel):
         queue and in no ``unacked``, so neither the visibility timeout nor the recovery
         monitors bring it back). Before each BRPOP the consumer now takes the backlog this
         way, so only a message arriving at an idle worker still goes through BRPOP. One
-        command for a backlog instead of two per message is also less CPU.
+        command per take instead of two per message is also less CPU. A take that finds
+        the queues empty is not tried again until BRPOP delivers something.
         """
         qos = self.qos
         if (
@@ -253,12 +258,18 @@ class Channel(kombu_redis.Channel):
         qos._beat()
         with self.conn_or_acquire() as client:
             taken = _script("take_queued", client)(keys=keys, args=args, client=client)
+        self._drained = len(taken) // 2 < room
         for dest, raw in zip(taken[::2], taken[1::2], strict=True):
             payload = loads(bytes_to_str(raw))
             with contextlib.suppress(KeyError, TypeError):
                 qos._taken.add(payload["properties"]["delivery_tag"])
             self.connection._deliver(payload, bytes_to_str(dest).rsplit(self.sep, 1)[0])
         return len(taken) // 2
+
+    def _brpop_read(self, **options: Any) -> Any:
+        delivered = super()._brpop_read(**options)
+        self._drained = False  # a message arrived: more may be queued behind it
+        return delivered
 
     def close(self) -> None:
         self._end_pending_poll()
