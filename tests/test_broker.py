@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,6 +41,25 @@ def test_a_channel_reuses_one_client_and_still_acknowledges(valkey: ValkeyProces
         assert client.hlen(channel.unacked_key) == 0  # the ack really removed it
 
 
+def intercept_scripts(
+    monkeypatch: pytest.MonkeyPatch, before: Callable[[str, list[Any]], None]
+) -> None:
+    """Run ``before(name, args)`` ahead of every Lua script the transport sends (it may
+    block, record or raise)."""
+    real_script = broker._script
+
+    def wrapped(name: str, redis_client: Any) -> Any:
+        script = real_script(name, redis_client)
+
+        def call(*, keys: Any, args: Any, client: Any) -> Any:
+            before(name, list(args))
+            return script(keys=keys, args=args, client=client)
+
+        return call
+
+    monkeypatch.setattr(broker, "_script", wrapped)
+
+
 def _held(connection: Connection, queue: Queue, count: int) -> list[Any]:
     bound = queue.bind(connection.default_channel)
     bound.declare()
@@ -60,25 +80,17 @@ def test_acknowledgements_made_while_one_is_sent_go_in_its_next_command(
         tags = [m.delivery_tag for m in messages]
         assert all(client.hexists("unacked", t) for t in tags)
         assert client.scard(recovery.held_key(qos.owner)) == 50
-        real_script = broker._script
         sent: list[list[str]] = []
         first_sending, release = threading.Event(), threading.Event()
 
-        def watched(name: str, redis_client: Any) -> Any:
-            script = real_script(name, redis_client)
-            if name != "held_remove":
-                return script
-
-            def call(*, keys: Any, args: Any, client: Any) -> Any:
+        def hold_the_first(name: str, args: list[Any]) -> None:
+            if name == "held_remove":
                 sent.append([str(a) for a in args])
                 if len(sent) == 1:
                     first_sending.set()
                     assert release.wait(30)
-                return script(keys=keys, args=args, client=client)
 
-            return call
-
-        monkeypatch.setattr(broker, "_script", watched)
+        intercept_scripts(monkeypatch, hold_the_first)
         first = threading.Thread(target=messages[0].ack)
         first.start()
         assert first_sending.wait(30)
@@ -105,16 +117,14 @@ def test_a_failed_acknowledgement_is_sent_with_the_next_or_when_the_channel_clos
     queue = Queue("ibt.test.acks2", Exchange("ibt.test.acks2", type="direct"), routing_key="b")
     with Connection(valkey.url, transport=broker.TRANSPORT) as connection:
         one, two, three = _held(connection, queue, 3)
-        real_script = broker._script
         failing = [True]
 
-        def flaky(name: str, redis_client: Any) -> Any:
+        def flaky(name: str, _: list[Any]) -> None:
             if name == "held_remove" and failing:
                 failing.pop()
                 raise redis.exceptions.ConnectionError("the broker is restarting")
-            return real_script(name, redis_client)
 
-        monkeypatch.setattr(broker, "_script", flaky)
+        intercept_scripts(monkeypatch, flaky)
         with pytest.raises(redis.exceptions.ConnectionError):
             one.ack()
         assert client.hexists("unacked", one.delivery_tag)  # kept for the next send
@@ -161,10 +171,7 @@ def test_a_consumer_takes_its_backlog_recorded_in_the_same_command(
         assert channel.take_queued() == 0  # not driven by an event loop: BRPOP only
         connection.transport.in_event_loop = True
         calls: list[str] = []
-        real_script = broker._script
-        monkeypatch.setattr(
-            broker, "_script", lambda name, c: calls.append(name) or real_script(name, c)
-        )
+        intercept_scripts(monkeypatch, lambda name, _: calls.append(name))
         assert channel.take_queued() == 3
         assert [m.payload["n"] for m in seen] == [0, 1, 2]  # oldest first, as BRPOP pops
         assert recorded_at_delivery == [True, True, True]
@@ -207,10 +214,7 @@ def test_a_task_acknowledges_its_message_in_its_own_end_of_task_round_trip(
         assert not client.hexists("unacked", first.delivery_tag)
         assert client.hexists("unacked", second.delivery_tag)
         calls: list[str] = []
-        real_script = broker._script
-        monkeypatch.setattr(
-            broker, "_script", lambda name, c: calls.append(name) or real_script(name, c)
-        )
+        intercept_scripts(monkeypatch, lambda name, _: calls.append(name))
         first.ack()  # Celery's acknowledgement: nothing left to send
         assert calls == []
         second.ack()  # a task that did not (a retry, an error): sent as before

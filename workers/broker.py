@@ -1,4 +1,4 @@
-"""kombu's Redis transport, minus a client construction on every acknowledgement.
+"""kombu's Redis transport, with fewer round trips per task and no lost deliveries.
 
 kombu's ``Channel.conn_or_acquire`` builds a new ``redis.Redis`` object each time it is
 called without a client: twice per task (recording the unacked message on delivery, and
@@ -9,8 +9,13 @@ connection pool, so one client per channel, which is thread-safe over that pool,
 same work.
 
 It also records which consumer holds each unacknowledged delivery, in the same command
-that records the delivery for kombu, so that a dead worker's messages come back in seconds rather
-than after the visibility timeout (workers/recovery.py). Everything else is kombu's.
+that records the delivery for kombu, so that a dead worker's messages come back in seconds
+rather than after the visibility timeout (workers/recovery.py). And a message's delivery
+bookkeeping costs at most one command where kombu's costs three (BRPOP, the unacked
+transaction, the ack transaction): a consumer takes its backlog with a script that pops and records in one step
+(``Channel.take_queued``), and a score task removes its delivery's records in its own
+end-of-task round trip (``acknowledge_in``); other acknowledgements are sent in groups
+(``QoS._forget``). Everything else is kombu's.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ class QoS(kombu_redis.QoS):
             return
         delivery = message.delivery_info
         stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        keys = [self.unacked_index_key, self.unacked_key, *self._recovery_keys()]
+        keys = self.delivery_keys()
         args = [delivery_tag, time.time(), stored, recovery.HEARTBEAT_TTL, self.owner]
         with self.channel.conn_or_acquire() as client:
             _script("held_append", client)(keys=keys, args=args, client=client)
@@ -143,7 +148,7 @@ class QoS(kombu_redis.QoS):
                     if not tags:
                         self._acks_sender = False
                         return
-                keys = [self.unacked_index_key, self.unacked_key, recovery.held_key(self.owner)]
+                keys = self.held_keys()
                 with self.channel.conn_or_acquire() as client:
                     forget = _script("held_remove", client)
                     for start in range(0, len(tags), ACKS_PER_COMMAND):
@@ -164,9 +169,14 @@ class QoS(kombu_redis.QoS):
             self._acks_sender = True
         self._send_pending_acks()
 
-    def _recovery_keys(self) -> list[str]:
-        owner = self.owner
-        return [recovery.held_key(owner), recovery.alive_key(owner), recovery.REGISTRY]
+    def held_keys(self) -> list[str]:
+        """The keys a delivery's records live in (KEYS[1..3] of every held_*.lua script):
+        kombu's unacked index and hash, and this consumer's held set."""
+        return [self.unacked_index_key, self.unacked_key, recovery.held_key(self.owner)]
+
+    def delivery_keys(self) -> list[str]:
+        """``held_keys`` and what a delivery also refreshes: the liveness key, the registry."""
+        return [*self.held_keys(), recovery.alive_key(self.owner), recovery.REGISTRY]
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         # kombu's restore_by_tag (a worker restoring what it held at shutdown) goes here.
@@ -192,7 +202,7 @@ def acknowledge_in(pipe: Any, task_id: str | None) -> Callable[[], None] | None:
     if held is None:
         return None
     qos, tag = held
-    keys = [qos.unacked_index_key, qos.unacked_key, recovery.held_key(qos.owner)]
+    keys = qos.held_keys()
     queue_script(pipe, "held_remove", keys, [tag])
     return lambda: qos._settled.add(tag)
 
@@ -253,7 +263,7 @@ class Channel(kombu_redis.Channel):
             return 0
         queues = self._queue_cycle.consume(len(self.active_queues))
         lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-        keys = [qos.unacked_index_key, qos.unacked_key, *qos._recovery_keys(), *lists]
+        keys = [*qos.delivery_keys(), *lists]
         args: list[str | int | float] = [room, time.time(), recovery.HEARTBEAT_TTL, qos.owner]
         qos._beat()
         with self.conn_or_acquire() as client:
