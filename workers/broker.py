@@ -12,10 +12,10 @@ It also records which consumer holds each unacknowledged delivery, in the same c
 that records the delivery for kombu, so that a dead worker's messages come back in seconds
 rather than after the visibility timeout (workers/recovery.py). And a message's delivery
 bookkeeping costs at most one command where kombu's costs three (BRPOP, the unacked
-transaction, the ack transaction): a consumer takes its backlog with a script that pops and records in one step
-(``Channel.take_queued``), and a score task removes its delivery's records in its own
-end-of-task round trip (``acknowledge_in``); other acknowledgements are sent in groups
-(``QoS._forget``). Everything else is kombu's.
+transaction, the ack transaction): a consumer takes its backlog with a script that pops
+and records in one step (``Channel.take_queued``), and a score task removes its delivery's
+records in its own end-of-task round trip (``acknowledge_in``); other acknowledgements are
+sent in groups (``QoS._forget``). Everything else is kombu's.
 """
 
 from __future__ import annotations

@@ -49,9 +49,10 @@ their claim owner (workers/cache.py), so both may pay. So at most one extra paid
 message the owner held when its key lapsed: Celery's prefetch count, which is concurrency x
 ``worker_prefetch_multiplier`` (= concurrency here, running or waiting in the worker), plus
 the countdown retries it was holding (Celery raises the prefetch by one for each). A task
-that finished but whose acknowledgement was still waiting to be sent (workers/broker.py sends
-them in groups, at most one round trip behind) is among those held; run again, it finds its
-verdict cached (unless the job runs with ``--no-cache``) and pays nothing. Records are
+whose acknowledgement had not reached Redis (a score task sends it with its record, after
+it; others go in groups, at most one round trip behind: workers/broker.py) is among those
+held; run again, it finds its verdict cached (unless the job runs with ``--no-cache``) and
+pays nothing. Records are
 first-report-wins (lua/record_outcome.lua), so each row is still reported exactly once.
 """
 
